@@ -1,0 +1,110 @@
+"""OmegaConf configuration: structured defaults, YAML files, CLI dotlist overrides, saving.
+
+Every schema is a dataclass whose fields are documented where they are defined. Loading merges,
+in order: the dataclass defaults, an optional YAML file, then `key=value` overrides from the
+command line. Unknown keys and badly typed values raise `ConfigError` naming the key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence, Type
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from fffvdi.errors import ConfigError
+
+DEFAULT_PRETRAINED = "stabilityai/stable-video-diffusion-img2vid-xt-1-1"
+
+
+@dataclass
+class ModelConfig:
+    """Where the SVD components and the fine-tuned FFF-VDI UNet come from."""
+
+    pretrained: str = DEFAULT_PRETRAINED  # hub id or local folder in diffusers layout (model_index.json, unet/, vae/, ...)
+    checkpoint: Optional[str] = None  # folder of a fine-tuned FFF-VDI UNet saved by training (overrides pretrained's unet)
+    variant: Optional[str] = None  # weight variant on the hub, e.g. "fp16" to download half-size files
+    dtype: str = "float16"  # float32 | float16 | bfloat16 (float16/bfloat16 fall back to float32 on CPU)
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
+
+
+@dataclass
+class FlowConfig:
+    """Optical flow estimation and completion inside the masks."""
+
+    method: str = "dis"  # dis (OpenCV, no weights) | raft_large | raft_small (torchvision RAFT)
+    raft_weights: Optional[str] = None  # local RAFT state-dict file; None = torchvision's weight enum (downloads when online)
+    raft_iters: int = 20  # RAFT refinement iterations (the official recipe uses 20)
+    completion: str = "smooth"  # weight-free completion inside holes: smooth | cv2_inpaint
+
+
+@dataclass
+class MaskConfig:
+    """How masks are read and grown."""
+
+    threshold: int = 127  # a mask pixel is a hole where its value (0..255) is above this
+    dilate: int = 4  # iterations of a 3x3 cross dilation applied to every mask (0 = none)
+    resize: str = "nearest"  # mask size differs from frame size: nearest (resize) | error
+
+
+def dtype_from_name(name: str):
+    """Map 'float32' | 'float16' | 'bfloat16' (and fp32/fp16/bf16) to a torch dtype."""
+    import torch
+
+    table = {
+        "float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+        "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    }
+    if name not in table:
+        raise ConfigError(f"unknown dtype '{name}'; use one of float32, float16, bfloat16")
+    return table[name]
+
+
+def _one_line(err: OmegaConfBaseException) -> str:
+    """First line of an OmegaConf error plus the full key it concerns."""
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    key = getattr(err, "full_key", None)
+    return f"config key '{key}': {first}" if key else first
+
+
+def load_config(schema: Type, path: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> DictConfig:
+    """Merge `schema` defaults, the YAML at `path` and dotlist `overrides` (e.g. ['sampling.num_steps=10'])."""
+    cfg = OmegaConf.structured(schema)
+    layers = []
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}; pass an existing YAML with --config")
+        try:
+            layers.append(OmegaConf.load(path))
+        except Exception as err:  # YAML syntax errors come from several libraries
+            raise ConfigError(f"could not parse config {path}: {str(err).splitlines()[0]}") from err
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ConfigError(f"override '{bad[0]}' is not of the form key=value (e.g. sampling.num_steps=10)")
+    layers.append(OmegaConf.from_dotlist(list(overrides)))
+    try:
+        for layer in layers:
+            cfg = OmegaConf.merge(cfg, layer)
+        OmegaConf.to_container(cfg, resolve=True)  # surface interpolation errors now, not mid-run
+    except OmegaConfBaseException as err:
+        where = f" (in {path})" if path is not None else ""
+        raise ConfigError(_one_line(err) + where + "; fix or remove that key") from None
+    return cfg
+
+
+def save_config(cfg: DictConfig, path: str | Path) -> Path:
+    """Write the resolved config as YAML; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(OmegaConf.to_yaml(cfg, resolve=True), encoding="utf-8")
+    return path
+
+
+def config_from_yaml_text(schema: Type, text: str) -> DictConfig:
+    """Rebuild a config from YAML text stored in a checkpoint, validated against `schema`."""
+    try:
+        return OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.create(text))
+    except OmegaConfBaseException as err:
+        raise ConfigError(_one_line(err)) from None

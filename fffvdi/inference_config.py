@@ -1,0 +1,72 @@
+"""Inference configuration schema (configs/inference.yaml overrides these defaults)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from fffvdi.config import FlowConfig, MaskConfig, ModelConfig
+
+
+@dataclass
+class SamplingConfig:
+    """EDM sampling and SVD micro-conditioning."""
+
+    num_steps: int = 25  # Euler steps on Karras sigmas
+    sigma_min: float = 0.002  # smallest noise level of the schedule (SVD's scheduler value)
+    sigma_max: float = 700.0  # largest noise level (SVD's scheduler value)
+    min_guidance_scale: float = 1.0  # classifier-free guidance of frame 0 ...
+    max_guidance_scale: float = 3.0  # ... rising linearly to the last frame
+    fps: int = 7  # fps micro-condition, passed as is (training uses the same value)
+    motion_bucket_id: int = 127  # SVD's motion micro-condition
+    noise_aug_strength: float = 0.02  # pixel-space noise added to the masked conditioning frames
+    clip_source: str = "masked"  # image the CLIP embedding sees: masked | filled (propagated) | raw (leaks the object)
+    first_frame_filling: bool = True  # fill frame 0's initial noise from future frames (the FFF-VDI idea)
+    seed: int = 42  # seed of every random draw; the same seed gives the same output
+
+
+@dataclass
+class WindowConfig:
+    """Model canvas and long-video windows."""
+
+    height: int = 576  # model canvas height (multiple of 64); frames are resized to fit, aspect kept, then padded
+    width: int = 1024  # model canvas width (multiple of 64)
+    num_frames: int = 25  # frames per window (25 for SVD-XT, 14 for SVD)
+    overlap: int = 4  # frames shared by consecutive windows, cross-faded in latent space
+    decode_chunk_size: int = 8  # frames decoded by the VAE at once (lower = less memory)
+
+
+@dataclass
+class MemoryConfig:
+    """Speed and memory switches."""
+
+    offload: str = "none"  # none | model (idle components wait on the CPU)
+    forward_chunk_size: Optional[int] = None  # chunk the UNet's feed-forward layers (lower memory, slower)
+    attention: str = "sdpa"  # sdpa (PyTorch scaled-dot-product attention) | default
+
+
+@dataclass
+class OutputConfig:
+    """What is written next to the result."""
+
+    dir: Optional[str] = None  # output folder; None = results/<input name>/
+    overwrite: bool = False  # replace an existing non-empty output folder
+    save_frames: bool = True  # frames/ as PNG with the input's file names
+    save_mp4: bool = True  # inpainted.mp4 at the input fps
+    save_comparison: bool = True  # comparison.mp4: input | result side by side
+    save_masked_input: bool = True  # masked_input.mp4: mask as a coloured overlay
+    feather: int = 0  # width in pixels of a soft blend at the mask edge (0 = hard paste)
+
+
+@dataclass
+class InferenceConfig:
+    """Everything scripts/inference.py reads."""
+
+    method: str = "fffvdi"  # fffvdi (diffusion) | propagate (weight-free flow propagation baseline)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    window: WindowConfig = field(default_factory=WindowConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    fps: Optional[float] = None  # fps of a frames-folder input (video files keep their own); None = 24

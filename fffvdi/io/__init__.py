@@ -1,0 +1,36 @@
+"""Video and mask input, result output."""
+
+from fffvdi.io.masks import MaskSource, binarize, dilate_mask, load_masks, mask_values
+from fffvdi.io.output import VideoWriter, png_name, prepare_output_dir, write_video
+from fffvdi.io.video import (
+    DEFAULT_FPS,
+    IMAGE_EXTS,
+    VIDEO_EXTS,
+    Video,
+    VideoSource,
+    list_images,
+    load_video,
+    natural_key,
+    open_video,
+)
+
+__all__ = [
+    "DEFAULT_FPS",
+    "IMAGE_EXTS",
+    "VIDEO_EXTS",
+    "MaskSource",
+    "Video",
+    "VideoSource",
+    "VideoWriter",
+    "binarize",
+    "dilate_mask",
+    "list_images",
+    "load_masks",
+    "load_video",
+    "mask_values",
+    "natural_key",
+    "open_video",
+    "png_name",
+    "prepare_output_dir",
+    "write_video",
+]
