@@ -1,0 +1,192 @@
+"""Reading masks (1 = region to inpaint) from a folder, one image for all frames, or a video; lazily."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fffvdi.errors import ConfigError, InputError
+from fffvdi.io.video import IMAGE_EXTS, VIDEO_EXTS, VideoSource, check_exists, list_images, read_image
+
+RESIZE_MODES = ("nearest", "error")
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+
+
+def mask_values(img: np.ndarray) -> np.ndarray:
+    """Per-pixel mask strength 0..255 from gray, RGB/BGR (max channel) or RGBA (alpha if not opaque)."""
+    if img.dtype == np.uint16:
+        img = (img.astype(np.uint32) * 255 // 65535).astype(np.uint8)
+    if img.ndim == 2:
+        return img
+    c = img.shape[2]
+    if c in (2, 4):
+        alpha = img[..., c - 1]
+        if alpha.min() < 255:  # real transparency carries the mask; an opaque alpha carries nothing
+            return alpha
+        img = img[..., : c - 1]
+    return img.max(axis=2)  # any channel above threshold marks a hole
+
+
+def binarize(img: np.ndarray, threshold: int = 127) -> np.ndarray:
+    """uint8 [H, W] in {0, 1}: 1 where the mask strength is > threshold."""
+    return (mask_values(img) > threshold).astype(np.uint8)
+
+
+def dilate_mask(mask: np.ndarray, iterations: int) -> np.ndarray:
+    """Dilate a {0, 1} uint8 [H, W] mask with a 3x3 cross kernel `iterations` times (0: unchanged)."""
+    if iterations <= 0:
+        return mask
+    return cv2.dilate(mask, _CROSS, iterations=iterations)
+
+
+class MaskSource:
+    """Lazy masks aligned to a video's frames; `read(start, stop)` returns uint8 [n, H, W] in {0, 1}.
+
+    `path` is a folder of images (one per frame, natural order), one image (used for every frame)
+    or a video file. A mask whose size differs from `frame_size` (H, W) is resized with nearest
+    neighbour (resize="nearest") or rejected (resize="error"); dilation happens after resizing.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        num_frames: int,
+        frame_size: tuple[int, int],
+        threshold: int = 127,
+        dilate: int = 0,
+        resize: str = "nearest",
+    ):
+        self.path = Path(path)
+        self.num_frames, self.frame_size = int(num_frames), (int(frame_size[0]), int(frame_size[1]))
+        if not 0 <= threshold < 255:
+            raise ConfigError(f"mask threshold {threshold} must be in [0, 255); a hole is value > threshold")
+        if int(dilate) != dilate or dilate < 0:
+            raise ConfigError(f"mask dilate {dilate} must be an integer >= 0 (iterations of a 3x3 cross)")
+        if resize not in RESIZE_MODES:
+            raise ConfigError(f"mask resize {resize!r} must be one of {RESIZE_MODES}")
+        self.threshold, self.dilate, self.resize = threshold, int(dilate), resize
+        check_exists(self.path, "mask")
+
+        self._files: list[Path] | None = None
+        self._video: VideoSource | None = None
+        if self.path.is_dir():
+            self._files = list_images(self.path)
+            if not self._files:
+                raise InputError(
+                    f"no masks in folder {self.path}; it needs {'/'.join(e[1:] for e in IMAGE_EXTS)} images"
+                )
+            count = len(self._files)
+        elif self.path.suffix.lower() in IMAGE_EXTS:
+            self._files, count = [self.path], 1
+        elif self.path.suffix.lower() in VIDEO_EXTS:
+            self._video = VideoSource(self.path)
+            count = len(self._video)
+        else:
+            raise InputError(
+                f"unsupported mask {self.path}: expected a folder, a {'/'.join(IMAGE_EXTS)} image "
+                f"or a {'/'.join(VIDEO_EXTS)} video"
+            )
+        if count not in (1, self.num_frames):
+            raise InputError(
+                f"mask {self.path} has {count} masks but the video has {self.num_frames} frames; "
+                "give one mask per frame or a single mask for all frames"
+            )
+        self.count = count  # masks stored at `path`; 1 means broadcast to every frame
+        self._single: np.ndarray | None = None
+        self._empty: bool | None = None
+
+    @classmethod
+    def for_video(cls, path: str | Path, video: VideoSource, **kwargs) -> "MaskSource":
+        """Masks sized and counted to match `video`."""
+        return cls(path, len(video), video.size, **kwargs)
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    def __repr__(self) -> str:
+        return f"MaskSource({str(self.path)!r}, frames={self.num_frames}, stored={self.count})"
+
+    def _fit(self, raw: np.ndarray, where: Path) -> np.ndarray:
+        """Binarize, resize to the frame size and dilate one raw mask image."""
+        mask = binarize(raw, self.threshold)
+        h, w = self.frame_size
+        if mask.shape != (h, w):
+            if self.resize == "error":
+                raise InputError(
+                    f"mask {where} is {mask.shape[0]}x{mask.shape[1]} (HxW) but frames are {h}x{w}; "
+                    "resize the masks to the frame size or allow nearest resizing"
+                )
+            mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)  # same as PIL NEAREST
+        return dilate_mask(mask, self.dilate)
+
+    def _stored(self, start: int, stop: int) -> list[np.ndarray]:
+        """Masks [start, stop) as stored at `path` (indices into the stored masks)."""
+        if self._files is not None:
+            return [self._fit(read_image(f, cv2.IMREAD_UNCHANGED), f) for f in self._files[start:stop]]
+        frames = self._video.read(start, stop)  # uint8 [n, H, W, 3]
+        return [self._fit(f, self.path) for f in frames]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Masks for frames [start, stop) as uint8 [n, H, W] in {0, 1}."""
+        if not 0 <= start <= stop <= self.num_frames:
+            raise IndexError(f"mask range [{start}, {stop}) outside [0, {self.num_frames}) of {self.path}")
+        if self.count == 1:
+            if self._single is None:
+                self._single = self._stored(0, 1)[0]
+            return np.repeat(self._single[None], stop - start, axis=0)
+        if stop == start:
+            return np.zeros((0, *self.frame_size), np.uint8)
+        return np.stack(self._stored(start, stop))
+
+    def is_empty(self, chunk: int = 64) -> bool:
+        """True if no frame has a hole; warns once (UserWarning) naming the path when so.
+
+        Cost: one read of every stored mask (a single broadcast mask: one image), `chunk` at a
+        time so memory stays bounded; the answer is cached.
+        """
+        if self._empty is None:
+            self._empty = True
+            span = 1 if self.count == 1 else self.num_frames
+            for start in range(0, span, chunk):
+                if self.read(start, min(start + chunk, span)).any():
+                    self._empty = False
+                    break
+            if self._empty:
+                self._warn_empty()
+        return self._empty
+
+    def _warn_empty(self) -> None:
+        warnings.warn(
+            f"mask {self.path} marks no pixel in any frame (threshold {self.threshold}); "
+            "the output will equal the input",
+            UserWarning,
+            stacklevel=3,
+        )
+
+    def close(self) -> None:
+        """Release a mask video's decoder."""
+        if self._video is not None:
+            self._video.close()
+
+
+def load_masks(
+    path: str | Path,
+    num_frames: int,
+    frame_size: tuple[int, int],
+    threshold: int = 127,
+    dilate: int = 0,
+    resize: str = "nearest",
+) -> np.ndarray:
+    """All masks as uint8 [F, H, W] in {0, 1}; warns if every frame is empty."""
+    src = MaskSource(path, num_frames, frame_size, threshold=threshold, dilate=dilate, resize=resize)
+    try:
+        masks = src.read(0, num_frames)
+        src._empty = not masks.any()
+        if src._empty:
+            src._warn_empty()
+        return masks
+    finally:
+        src.close()

@@ -1,0 +1,183 @@
+"""Writing results: the output folder, PNG frames with the input's names, and an H.264 mp4, chunk by chunk."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+
+from fffvdi.errors import InputError
+
+DEFAULT_CRF = 17  # libx264 constant rate factor: visually lossless, files still small
+
+
+def prepare_output_dir(path: str | Path, overwrite: bool = False) -> Path:
+    """Create the output folder; refuse a non-empty existing one unless `overwrite` (nothing is deleted)."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output {out} exists and is a file; choose a folder path for --output")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise InputError(f"output folder {out} exists; pass --overwrite or choose another --output")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create output folder {out} ({e.strerror}); choose another --output") from None
+    return out
+
+
+def png_name(name: str) -> str:
+    """Output file name for an input frame name: same stem, `.png` (`00012.jpg` -> `00012.png`)."""
+    return Path(name).stem + ".png"
+
+
+def _check_frames(frames: np.ndarray) -> None:
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 [n, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")
+
+
+class _Mp4Encoder:
+    """H.264/yuv420p encoder fed one RGB frame at a time; odd sizes are padded to even (edge copy)."""
+
+    def __init__(self, path: Path, size: tuple[int, int], fps: float, crf: int = DEFAULT_CRF):
+        import imageio_ffmpeg
+
+        h, w = size
+        self.size = size
+        self.pad = (h % 2, w % 2)  # yuv420p subsamples chroma 2x2, so libx264 needs even sides
+        self._gen = imageio_ffmpeg.write_frames(
+            str(path),
+            (w + self.pad[1], h + self.pad[0]),
+            fps=fps,
+            codec="libx264",
+            pix_fmt_out="yuv420p",
+            quality=None,
+            macro_block_size=1,  # no rescaling by imageio: padding above keeps pixels unresampled
+            output_params=["-crf", str(crf)],
+        )
+        self._gen.send(None)  # start ffmpeg
+
+    def send(self, frame: np.ndarray) -> None:
+        """Encode one uint8 [H, W, 3] RGB frame."""
+        if any(self.pad):
+            frame = np.pad(frame, ((0, self.pad[0]), (0, self.pad[1]), (0, 0)), mode="edge")
+        self._gen.send(np.ascontiguousarray(frame).tobytes())
+
+    def close(self) -> None:
+        """Flush and finish the file."""
+        if self._gen is not None:
+            self._gen.close()
+            self._gen = None
+
+
+class VideoWriter:
+    """Writes frames in order, chunk by chunk: PNGs named after the input frames and/or one mp4.
+
+    Layout: `<out_dir>/<frames_dirname>/<stem>.png` and `<out_dir>/<mp4_name>`. The frame size is
+    taken from the first chunk. PNGs keep the exact size; the mp4 pads odd sides by one pixel.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        fps: float,
+        write_png: bool = True,
+        write_mp4: bool = True,
+        mp4_name: str = "output.mp4",
+        frames_dirname: str = "frames",
+        crf: int = DEFAULT_CRF,
+    ):
+        if fps <= 0:
+            raise InputError(f"invalid fps {fps} for output {out_dir}; pass a positive --fps")
+        self.out_dir = Path(out_dir)
+        self.fps, self.crf = float(fps), crf
+        self.frames_dir: Path | None = self.out_dir / frames_dirname if write_png else None
+        self.mp4_path: Path | None = self.out_dir / mp4_name if write_mp4 else None
+        self.size: tuple[int, int] | None = None
+        self.count = 0
+        self._written: set[str] = set()
+        self._mp4: _Mp4Encoder | None = None
+        self._closed = False
+        if self.frames_dir is not None:
+            self.frames_dir.mkdir(parents=True, exist_ok=True)
+        elif self.mp4_path is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+
+    def write(self, frames: np.ndarray, names: Sequence[str]) -> None:
+        """Append frames uint8 [n, H, W, 3] RGB named after the input frames `names` (length n)."""
+        if self._closed:
+            raise RuntimeError(f"VideoWriter for {self.out_dir} is closed")
+        _check_frames(frames)
+        if len(names) != len(frames):
+            raise ValueError(f"got {len(frames)} frames but {len(names)} names")
+        size = (frames.shape[1], frames.shape[2])
+        if self.size is None:
+            self.size = size
+            if self.mp4_path is not None:
+                self._mp4 = _Mp4Encoder(self.mp4_path, size, self.fps, self.crf)
+        elif size != self.size:
+            raise ValueError(f"frame size {size} differs from the first chunk's {self.size}")
+        for frame, name in zip(frames, names):
+            if self.frames_dir is not None:
+                self._write_png(frame, png_name(name))
+            if self._mp4 is not None:
+                self._mp4.send(frame)
+            self.count += 1
+
+    def _write_png(self, frame: np.ndarray, name: str) -> None:
+        if name in self._written:
+            raise InputError(
+                f"two input frames map to output {self.frames_dir / name}; rename input frames so their stems differ"
+            )
+        file = self.frames_dir / name
+        if not cv2.imwrite(str(file), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)):
+            raise InputError(f"cannot write {file}; check that the output folder is writable and has space")
+        self._written.add(name)
+
+    def close(self) -> None:
+        """Finish the mp4; warn if `frames/` holds PNGs this writer did not write (an earlier run's)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._mp4 is not None:
+            self._mp4.close()
+        if self.frames_dir is not None:
+            stale = sorted(p.name for p in self.frames_dir.glob("*.png") if p.name not in self._written)
+            if stale:
+                warnings.warn(
+                    f"{self.frames_dir} holds {len(stale)} PNGs not written by this run (e.g. {stale[0]}); "
+                    "delete them or use an empty --output",
+                    UserWarning,
+                    stacklevel=2,
+                )
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def write_video(path: str | Path, frames: np.ndarray | Iterable[np.ndarray], fps: float, crf: int = DEFAULT_CRF) -> Path:
+    """Write frames (uint8 [F, H, W, 3] RGB, or an iterable of [H, W, 3]) to an H.264 mp4 at `fps`."""
+    out = Path(path)
+    if fps <= 0:
+        raise InputError(f"invalid fps {fps} for {out}; pass a positive fps")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    enc: _Mp4Encoder | None = None
+    try:
+        for frame in frames:
+            _check_frames(frame[None])
+            if enc is None:
+                enc = _Mp4Encoder(out, frame.shape[:2], fps, crf)
+            elif frame.shape[:2] != enc.size:
+                raise ValueError(f"frame size {frame.shape[:2]} differs from the first frame's {enc.size}")
+            enc.send(frame)
+    finally:
+        if enc is not None:
+            enc.close()
+    if enc is None:
+        raise ValueError(f"no frames to write to {out}")
+    return out
