@@ -1,0 +1,195 @@
+"""SVD's UNet with the DNA propagation module applied to the conv_in features of every call.
+
+The diffusers `UNetSpatioTemporalConditionModel` is wrapped, not copied: a forward hook on
+`unet.conv_in` reshapes its `[(B F), C, h, w]` output to `[B, F, C, h, w]`, runs the propagation
+module with the masks/flows the wrapper's `forward` put in a context, and returns the result.
+Saved folders are diffusers UNet folders plus `propagation.safetensors` + `propagation_config.json`,
+so a plain SVD `unet/` folder loads too (with a fresh, identity propagation module).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from einops import rearrange
+
+from fffvdi.errors import InputError, ModelLoadError
+from fffvdi.propagation.dna import DeformableNoiseAlignment
+
+logger = logging.getLogger(__name__)
+
+PROPAGATION_WEIGHTS = "propagation.safetensors"
+PROPAGATION_CONFIG = "propagation_config.json"
+
+
+class FFFVDIUNet(torch.nn.Module):
+    """`UNetSpatioTemporalConditionModel` + `DeformableNoiseAlignment` after conv_in."""
+
+    def __init__(self, unet: torch.nn.Module, propagation: DeformableNoiseAlignment | None = None) -> None:
+        super().__init__()
+        self.unet = unet
+        channels = unet.conv_in.out_channels
+        if propagation is None:
+            propagation = DeformableNoiseAlignment(channels=channels).to(device=unet.device, dtype=unet.dtype)
+        if propagation.config["channels"] != channels:
+            raise InputError(f"propagation channels={propagation.config['channels']} must equal the UNet's "
+                             f"conv_in out_channels={channels}")
+        self.propagation = propagation
+        self.propagation_enabled = True
+        self._context: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # set only inside forward
+        self.unet.conv_in.register_forward_hook(self._conv_in_hook)
+
+    # --- diffusers-like attributes -------------------------------------------------------------
+    @property
+    def config(self):
+        """The wrapped UNet's diffusers config."""
+        return self.unet.config
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Parameter dtype of the wrapped UNet."""
+        return self.unet.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the wrapped UNet."""
+        return self.unet.device
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Checkpoint the UNet blocks and each recurrent propagation step."""
+        self.unet.enable_gradient_checkpointing()
+        self.propagation.gradient_checkpointing = True
+
+    def disable_gradient_checkpointing(self) -> None:
+        """Undo `enable_gradient_checkpointing`."""
+        self.unet.disable_gradient_checkpointing()
+        self.propagation.gradient_checkpointing = False
+
+    def set_propagation_enabled(self, enabled: bool) -> None:
+        """Switch the propagation module on or off (off = plain SVD UNet)."""
+        self.propagation_enabled = bool(enabled)
+
+    # --- forward ---------------------------------------------------------------------------------
+    def _conv_in_hook(self, module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        """Replace conv_in's output by the propagated features when a context is set."""
+        if self._context is None or not self.propagation_enabled:
+            return None  # keep conv_in's output unchanged
+        masks, flows_fw, flows_bw = self._context
+        feats = rearrange(output, "(b f) c h w -> b f c h w", f=masks.shape[1])
+        feats = self.propagation(feats, masks, flows_fw, flows_bw)
+        return rearrange(feats, "b f c h w -> (b f) c h w")
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float,
+        encoder_hidden_states: torch.Tensor,
+        added_time_ids: torch.Tensor,
+        masks: torch.Tensor | None = None,
+        flows_fw: torch.Tensor | None = None,
+        flows_bw: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+    ):
+        """`sample [B, F, 8, h, w]` -> prediction `[B, F, 4, h, w]`; masks/flows None skip propagation.
+
+        Masks/flows with a batch that divides B are repeated (e.g. one set for both CFG halves).
+        `return_dict` exists only for drop-in use by diffusers pipelines: False -> `(sample,)`,
+        True -> diffusers' output object; left None the plain tensor is returned.
+        """
+        context = self._build_context(sample, masks, flows_fw, flows_bw)
+        self._context = context
+        try:
+            out = self.unet(sample, timestep, encoder_hidden_states, added_time_ids, return_dict=True)
+        finally:
+            self._context = None  # never leak masks into a later call (e.g. a plain SVD call)
+        if return_dict is None:
+            return out.sample
+        return out if return_dict else (out.sample,)
+
+    @staticmethod
+    def _build_context(sample, masks, flows_fw, flows_bw):
+        """Validate masks/flows against `sample` and broadcast their batch; None when propagation is skipped."""
+        given = [x is not None for x in (masks, flows_fw, flows_bw)]
+        if not any(given):
+            return None
+        if not all(given):
+            raise InputError("FFFVDIUNet.forward: pass masks, flows_fw and flows_bw together (or none of them)")
+        if sample.ndim != 5:
+            raise InputError(f"FFFVDIUNet.forward: sample must be [B, F, C, h, w], got {tuple(sample.shape)}")
+        b, f, _, h, w = sample.shape
+        out = []
+        for name, x, shape in (("masks", masks, (f, 1, h, w)), ("flows_fw", flows_fw, (f - 1, 2, h, w)),
+                               ("flows_bw", flows_bw, (f - 1, 2, h, w))):
+            if x.ndim != 5 or tuple(x.shape[1:]) != shape or b % x.shape[0] != 0:
+                raise InputError(f"FFFVDIUNet.forward: {name} must be [B, {', '.join(map(str, shape))}] with B "
+                                 f"dividing the sample batch {b} (latent resolution), got {tuple(x.shape)}")
+            x = x.to(sample.device)
+            out.append(x.repeat(b // x.shape[0], 1, 1, 1, 1) if x.shape[0] != b else x)
+        return tuple(out)
+
+    # --- saving / loading ------------------------------------------------------------------------
+    def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
+        """Write the diffusers UNet folder plus `propagation.safetensors` and `propagation_config.json`."""
+        from safetensors.torch import save_file
+
+        save_directory = Path(save_directory)
+        self.unet.save_pretrained(save_directory, **kwargs)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.propagation.state_dict().items()}
+        save_file(state, str(save_directory / PROPAGATION_WEIGHTS))
+        (save_directory / PROPAGATION_CONFIG).write_text(json.dumps(self.propagation.config, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, subfolder: str | None = None, torch_dtype: torch.dtype | None = None, **kwargs
+    ) -> "FFFVDIUNet":
+        """Load a UNet folder (or SVD root with `subfolder="unet"`, or hub id) and its propagation module if saved."""
+        from diffusers import UNetSpatioTemporalConditionModel
+
+        try:
+            unet = UNetSpatioTemporalConditionModel.from_pretrained(
+                path, subfolder=subfolder, torch_dtype=torch_dtype, **kwargs
+            )
+        except (OSError, ValueError) as e:
+            where = f"{path}" + (f" (subfolder '{subfolder}')" if subfolder else "")
+            raise ModelLoadError(f"cannot load the SVD UNet from {where}: {str(e).splitlines()[0]}; pass a "
+                                 f"diffusers UNet folder, an SVD root with subfolder='unet', or a cached hub id") from e
+        files = _find_propagation_files(path, subfolder, kwargs)
+        if files is None:
+            logger.warning("No %s next to the UNet weights in %s: using a fresh identity-initialised propagation "
+                           "module", PROPAGATION_WEIGHTS, path)
+            return cls(unet)
+        return cls(unet, _load_propagation(*files, unet=unet))
+
+
+def _find_propagation_files(path, subfolder: str | None, kwargs: dict) -> tuple[Path, Path] | None:
+    """Locate the propagation weights + config beside the UNet weights (local folder or hub cache)."""
+    local = Path(path) / (subfolder or "")
+    if Path(path).is_dir():
+        pair = (local / PROPAGATION_WEIGHTS, local / PROPAGATION_CONFIG)
+        return pair if all(p.is_file() for p in pair) else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+
+    hub_kwargs = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only") if k in kwargs}
+    try:
+        return tuple(
+            Path(hf_hub_download(str(path), name, subfolder=subfolder, **hub_kwargs))
+            for name in (PROPAGATION_WEIGHTS, PROPAGATION_CONFIG)
+        )
+    except (EntryNotFoundError, LocalEntryNotFoundError, HfHubHTTPError, OSError):
+        return None  # a plain SVD repo has no propagation files
+
+
+def _load_propagation(weights: Path, config: Path, unet: torch.nn.Module) -> DeformableNoiseAlignment:
+    """Build the propagation module from its config and load its weights strictly."""
+    from safetensors.torch import load_file
+
+    try:
+        module = DeformableNoiseAlignment(**json.loads(config.read_text()))
+        module.load_state_dict(load_file(str(weights)), strict=True)
+    except (OSError, ValueError, TypeError, RuntimeError) as e:
+        raise ModelLoadError(f"cannot load the propagation module from {weights.parent}: {str(e).splitlines()[0]}; "
+                             f"re-save it with FFFVDIUNet.save_pretrained") from e
+    return module.to(device=unet.device, dtype=unet.dtype)

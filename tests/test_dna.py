@@ -1,0 +1,181 @@
+"""DeformableNoiseAlignment: identity at init, trainability, flow-steered deformable sampling, cost."""
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from fffvdi.errors import ConfigError, InputError
+from fffvdi.flow.warp import flow_warp, in_bounds
+from fffvdi.propagation.dna import DeformableNoiseAlignment, FlowGuidedDeformAlign
+
+B, F, C, H, W = 1, 4, 32, 12, 16
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Tiny ops are dominated by thread overhead; one thread is many times faster on a busy 2-core box."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _inputs(seed: int = 0, b: int = B, f: int = F, c: int = C, h: int = H, w: int = W):
+    g = torch.Generator().manual_seed(seed)
+    feats = torch.randn(b, f, c, h, w, generator=g)
+    masks = (torch.rand(b, f, 1, h, w, generator=g) > 0.6).float()
+    flows_fw = 2 * torch.randn(b, f - 1, 2, h, w, generator=g)
+    flows_bw = -flows_fw + 0.1 * torch.randn(b, f - 1, 2, h, w, generator=g)  # roughly consistent pair
+    return feats, masks, flows_fw, flows_bw
+
+
+def _randomise_fusion(m: DeformableNoiseAlignment, seed: int = 1) -> None:
+    """Give the zero-initialised convs random weights so the module is no longer an identity."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for conv in (m.fusion[-1], m.align["bwd"].offset_net[-1], m.align["fwd"].offset_net[-1]):
+            conv.weight.copy_(0.05 * torch.randn(conv.weight.shape, generator=g))
+            conv.bias.copy_(0.05 * torch.randn(conv.bias.shape, generator=g))
+
+
+def test_identity_at_init():
+    torch.manual_seed(0)
+    m = DeformableNoiseAlignment(channels=C, deform_groups=16)
+    feats, masks, ff, fb = _inputs()
+    out = m(feats, masks, ff, fb)
+    assert out.shape == feats.shape
+    assert torch.equal(out, feats)
+
+
+def test_all_parameters_train_and_output_changes():
+    torch.manual_seed(0)
+    m = DeformableNoiseAlignment(channels=C, deform_groups=16)
+    feats, masks, ff, fb = _inputs()
+    target = torch.randn_like(feats)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+
+    def step():
+        opt.zero_grad()
+        loss = (m(feats, masks, ff, fb) - target).pow(2).mean()
+        loss.backward()
+        return {n: p.grad.abs().sum().item() for n, p in m.named_parameters()}
+
+    grads = step()
+    # Only the zero-initialised last fusion conv can get a gradient while it is zero.
+    assert grads["fusion.2.weight"] > 0 and grads["fusion.2.bias"] > 0
+    assert all(g == 0 for n, g in grads.items() if not n.startswith("fusion.2."))
+    opt.step()
+    with torch.no_grad():
+        assert not torch.allclose(m(feats, masks, ff, fb), feats)
+    # The zero offset convs unlock the layers before them one step later.
+    for _ in range(2):
+        grads = step()
+        opt.step()
+    zero = [n for n, g in grads.items() if g == 0]
+    assert not zero, f"parameters without gradient: {zero}"
+
+
+def test_deformable_sampling_follows_flow():
+    """Zero-init offsets + identity centre tap: aligned = 0.5 * flow_warp(neighbour, flow) (modulation 0.5)."""
+    torch.manual_seed(0)
+    hidden, groups = 32, 16
+    align = FlowGuidedDeformAlign(hidden, groups, max_residue=3.0)
+    with torch.no_grad():
+        align.deform.weight.zero_()
+        align.deform.weight[:, :, 1, 1] = torch.eye(hidden)
+        align.deform.bias.zero_()
+    g = torch.Generator().manual_seed(3)
+    neighbour = torch.randn(2, hidden, H, W, generator=g)
+    # Asymmetric, fractional, spatially varying flow: a swapped (x, y) order would not match.
+    flow = torch.stack([2.3 + 0.5 * torch.rand(2, H, W, generator=g), -1.2 + 0.3 * torch.rand(2, H, W, generator=g)], 1)
+    cond = torch.randn(2, 2 * hidden + 4, H, W, generator=g)
+    out = align(neighbour, cond, flow)
+    ref = 0.5 * flow_warp(neighbour, flow)
+    inside = in_bounds(flow).expand_as(out)  # border handling differs (zero vs border padding)
+    assert inside.float().mean() > 0.5
+    torch.testing.assert_close(out[inside], ref[inside], atol=1e-5, rtol=1e-5)
+    # Wrong axis order would sample elsewhere.
+    swapped = 0.5 * flow_warp(neighbour, flow.flip(1))
+    assert (out[inside] - swapped[inside]).abs().max() > 0.1
+
+
+def test_residue_is_bounded_by_max_residue():
+    """With saturated deltas the offsets move by exactly max_residue from the flow."""
+    hidden, groups = 16, 16
+    align = FlowGuidedDeformAlign(hidden, groups, max_residue=1.0)
+    taps = groups * 9
+    with torch.no_grad():
+        align.deform.weight.zero_()
+        align.deform.weight[:, :, 1, 1] = torch.eye(hidden)
+        align.deform.bias.zero_()
+        last = align.offset_net[-1]
+        last.bias[: 2 * taps] = torch.tensor([0.0, 100.0]).repeat(taps)  # (dy, dx) -> tanh = (0, 1)
+    neighbour = torch.randn(1, hidden, H, W)
+    flow = torch.zeros(1, 2, H, W)
+    flow[:, 0] = 1.0  # x + 1, residue adds another x + 1
+    out = align(neighbour, torch.zeros(1, 2 * hidden + 4, H, W), flow)
+    torch.testing.assert_close(out[..., : W - 2], 0.5 * neighbour[..., 2:], atol=1e-5, rtol=1e-5)
+
+
+def test_flows_and_masks_steer_the_output():
+    torch.manual_seed(0)
+    m = DeformableNoiseAlignment(channels=C, deform_groups=16)
+    _randomise_fusion(m)
+    feats, masks, ff, fb = _inputs()
+    with torch.no_grad():
+        base = m(feats, masks, ff, fb)
+        assert not torch.allclose(m(feats, masks, ff + 1.5, fb - 1.5), base)
+        assert not torch.allclose(m(feats, 1 - masks, ff, fb), base)
+        # Bidirectional: frame 0 depends on the last frame, the last frame on frame 0.
+        later = feats.clone()
+        later[:, -1] += 1.0
+        assert not torch.allclose(m(later, masks, ff, fb)[:, 0], base[:, 0])
+        earlier = feats.clone()
+        earlier[:, 0] += 1.0
+        assert not torch.allclose(m(earlier, masks, ff, fb)[:, -1], base[:, -1])
+
+
+def test_single_frame_and_checkpointing():
+    torch.manual_seed(0)
+    m = DeformableNoiseAlignment(channels=C, deform_groups=16)
+    _randomise_fusion(m)
+    feats, masks, ff, fb = _inputs(f=1)
+    assert ff.shape[1] == 0 and m(feats, masks, ff, fb).shape == feats.shape
+    feats, masks, ff, fb = _inputs()
+    feats.requires_grad_(True)
+    out = m(feats, masks, ff, fb)
+    (g_plain,) = torch.autograd.grad(out.square().sum(), feats)
+    m.gradient_checkpointing = True
+    out_ckpt = m(feats, masks, ff, fb)
+    (g_ckpt,) = torch.autograd.grad(out_ckpt.square().sum(), feats)
+    torch.testing.assert_close(out_ckpt, out)
+    torch.testing.assert_close(g_ckpt, g_plain)
+
+
+def test_bad_configs_and_inputs():
+    with pytest.raises(ConfigError, match="deform_groups=16 must divide"):
+        DeformableNoiseAlignment(channels=40, hidden=40, deform_groups=16)
+    m = DeformableNoiseAlignment(channels=C)
+    feats, masks, ff, fb = _inputs()
+    with pytest.raises(InputError, match="masks"):
+        m(feats, masks[:, :-1], ff, fb)
+    with pytest.raises(InputError, match="flows_bw"):
+        m(feats, masks, ff, fb[..., :-1])
+    with pytest.raises(InputError, match="feats"):
+        m(feats[:, :, :8], masks, ff, fb)
+
+
+def test_cost_at_svd_width():
+    """At 320 channels: a few M parameters, under 10 % of an SVD UNet step in FLOPs."""
+    m = DeformableNoiseAlignment(channels=320)
+    assert m.config == dict(channels=320, hidden=128, deform_groups=16, max_residue=3.0)
+    n_params = sum(p.numel() for p in m.parameters())
+    assert 1e6 < n_params < 0.01 * 1.5e9
+    f, h, w = 3, 4, 4
+    feats, masks, ff, fb = _inputs(f=f, c=320, h=h, w=w)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        assert m(feats, masks, ff, fb).shape == feats.shape
+    hidden = m.config["hidden"]
+    deform = 2 * hidden * hidden * 9 * 2 * (f - 1)  # deform_conv2d is not counted: 2 directions, F-1 steps
+    per_pixel = (counter.get_total_flops() + deform * h * w) / (f * h * w)
+    # SVD-XT UNet: about 279.5 MFLOP per latent pixel and frame (FlopCounterMode, 25 x 72 x 128 latents).
+    assert per_pixel < 0.10 * 279.5e6
