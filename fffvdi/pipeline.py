@@ -1,0 +1,168 @@
+"""The FFF-VDI inpainting pipeline for one window of frames (long videos: fffvdi.long_video)."""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from omegaconf import DictConfig
+
+from fffvdi.canvas import composite, from_canvas, plan_placement, to_canvas
+from fffvdi.edm import Conditioning, EDMDenoiser, added_time_ids, karras_sigmas
+from fffvdi.flow.completion import build_flow_completer
+from fffvdi.flow.estimators import build_flow_estimator
+from fffvdi.models.loading import SVDComponents
+from fffvdi.noise_fill import fill_first_frame_noise
+from fffvdi.propagation.hard_fill import hard_fill, resize_flows_and_masks
+from fffvdi.sampling import cfg_denoise, guidance_scales, sample_euler
+
+logger = logging.getLogger(__name__)
+
+
+def build_flow_fn(flow_cfg: DictConfig, device: torch.device):
+    """Flow estimator and completer from the config's `flow` section."""
+    kwargs = {}
+    if flow_cfg.method.startswith("raft"):
+        kwargs = dict(weights_path=flow_cfg.raft_weights, iters=flow_cfg.raft_iters, device=device)
+    return build_flow_estimator(flow_cfg.method, **kwargs), build_flow_completer(flow_cfg.completion)
+
+
+class FFFVDIPipeline:
+    """Inpaints one window: `pipe(frames uint8 [F,H,W,3], masks [F,H,W], generator) -> uint8 [F,H,W,3]`."""
+
+    def __init__(self, components: SVDComponents, cfg: DictConfig, device: torch.device, dtype: torch.dtype):
+        self.c = components
+        self.cfg = cfg
+        self.device = device
+        self.dtype = dtype
+        self.denoiser = EDMDenoiser(components.unet, net_dtype=dtype)
+        self.flow_fn, self.completer = build_flow_fn(cfg.flow, device)
+        mem = cfg.memory
+        if mem.forward_chunk_size:
+            components.unet.unet.enable_forward_chunking(chunk_size=mem.forward_chunk_size, dim=1)
+        if mem.attention == "default":
+            components.unet.unet.set_default_attn_processor()
+        if mem.offload == "model":  # park everything on the CPU; `_on_device` brings one part at a time
+            for m in (components.unet, components.vae, components.image_encoder):
+                m.to("cpu")
+        elif mem.offload != "none":
+            raise ValueError(f"memory.offload={mem.offload!r} is unknown; use none or model")
+
+    @contextlib.contextmanager
+    def _on_device(self, module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+        """Use `module` on the accelerator; with offloading, send it back to the CPU afterwards."""
+        if self.cfg.memory.offload == "model":
+            module.to(self.device)
+            try:
+                yield module
+            finally:
+                module.to("cpu")
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+        else:
+            yield module
+
+    def _randn(self, shape, generator: torch.Generator) -> torch.Tensor:
+        """Gaussian noise drawn on the CPU generator, so the same seed gives the same output on any device."""
+        return torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
+
+    @torch.no_grad()
+    def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """VAE latents `[B, F, 4, h, w]` (distribution mode, unscaled as SVD conditions) of `pixels [B, F, 3, H, W]`."""
+        b = pixels.shape[0]
+        chunk = self.cfg.window.decode_chunk_size
+        flat = rearrange(pixels, "b f c h w -> (b f) c h w")
+        with self._on_device(self.c.vae) as vae:
+            out = [vae.encode(part.to(self.dtype)).latent_dist.mode() for part in flat.split(chunk)]
+        return rearrange(torch.cat(out), "(b f) c h w -> b f c h w", b=b).float()
+
+    @torch.no_grad()
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Pixels `[B, F, 3, H, W]` in [-1, 1] from latents, `decode_chunk_size` frames at a time."""
+        b = latents.shape[0]
+        chunk = self.cfg.window.decode_chunk_size
+        flat = rearrange(latents, "b f c h w -> (b f) c h w") / self.c.vae.config.scaling_factor
+        with self._on_device(self.c.vae) as vae:
+            out = [vae.decode(part.to(self.dtype), num_frames=part.shape[0]).sample.float() for part in flat.split(chunk)]
+        return rearrange(torch.cat(out), "(b f) c h w -> b f c h w", b=b)
+
+    @torch.no_grad()
+    def _clip_embed(self, image: torch.Tensor) -> torch.Tensor:
+        """CLIP image embedding `[B, 1, D]` of `image [B, 3, H, W]` in [-1, 1] (SVD's 224 px preprocessing)."""
+        fe = self.c.feature_extractor
+        x = F.interpolate((image + 1) / 2, size=(224, 224), mode="bicubic", align_corners=False, antialias=True)
+        mean = torch.tensor(fe.image_mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(fe.image_std, device=x.device).view(1, 3, 1, 1)
+        x = (x.clamp(0, 1) - mean) / std
+        with self._on_device(self.c.image_encoder) as enc:
+            embeds = enc(x.to(self.dtype)).image_embeds  # [B, D]
+        return embeds.float()[:, None]
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        frames: np.ndarray,
+        masks: np.ndarray,
+        generator: Optional[torch.Generator] = None,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Inpaint `frames uint8 [F, H, W, 3]` inside `masks [F, H, W]` (1 = hole); returns uint8 `[F, H, W, 3]`."""
+        cfg, s = self.cfg, self.cfg.sampling
+        if generator is None:
+            generator = torch.Generator().manual_seed(s.seed)
+        if not masks.any():  # nothing to inpaint: the input is the answer
+            return frames.copy()
+        num_frames = frames.shape[0]
+
+        # 1. Preprocess: fit onto the model canvas (aspect kept, padded), masks with nearest.
+        place = plan_placement(frames.shape[1:3], (cfg.window.height, cfg.window.width))
+        video = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2)[None].float() / 127.5 - 1  # [1, F, 3, H, W]
+        hole = torch.from_numpy(masks.astype(np.float32)).to(self.device)[None, :, None]  # [1, F, 1, H, W]
+        video_c = to_canvas(video, place)  # [1, F, 3, h8, w8] on the canvas
+        hole_c = (to_canvas(hole, place, nearest=True) > 0.5).float()
+
+        # 2. Flows on the frames, completed inside the masks, then taken to latent resolution.
+        flows_fw, flows_bw = self.flow_fn((video_c + 1) / 2)
+        flows_fw, flows_bw = self.completer.complete_pair(flows_fw, flows_bw, hole_c)
+        lat_size = (cfg.window.height // self.c.vae_scale_factor, cfg.window.width // self.c.vae_scale_factor)
+        flows_fw_l, masks_l = resize_flows_and_masks(flows_fw, hole_c, lat_size)
+        flows_bw_l, _ = resize_flows_and_masks(flows_bw, hole_c, lat_size)
+
+        # 3. Conditioning: each frame's masked pixels (+ noise augmentation) VAE-encoded; CLIP of the chosen source.
+        masked = video_c * (1 - hole_c)
+        cond_pixels = masked + s.noise_aug_strength * self._randn(masked.shape, generator)
+        cond_latents = self._encode(cond_pixels)
+        if s.clip_source == "raw":
+            clip_image = video_c[:, 0]
+        elif s.clip_source == "filled":  # frame 0 with its hole filled from later frames by pixel propagation
+            clip_image = hard_fill(masked, hole_c, flows_fw, flows_bw)[0][:, 0]
+        elif s.clip_source == "masked":
+            clip_image = masked[:, 0]
+        else:
+            raise ValueError(f"sampling.clip_source={s.clip_source!r} is unknown; use masked, filled or raw")
+        embeds = self._clip_embed(clip_image)
+        time_ids = added_time_ids(s.fps, s.motion_bucket_id, s.noise_aug_strength, 1, device=self.device)
+        cond = Conditioning(cond_latents, embeds, time_ids, masks_l, flows_fw_l, flows_bw_l)
+
+        # 4. Initial noise; frame 0's hole filled from future frames' noise along the flow chain.
+        noise = self._randn(cond_latents.shape, generator)  # [1, F, 4, h, w]
+        if s.first_frame_filling and num_frames > 1:
+            noise, _ = fill_first_frame_noise(noise, masks_l, flows_fw_l, flows_bw_l)
+
+        # 5. EDM Euler sampling on Karras sigmas with per-frame guidance.
+        sigmas = karras_sigmas(s.num_steps, s.sigma_min, s.sigma_max).to(self.device)
+        scales = guidance_scales(num_frames, s.min_guidance_scale, s.max_guidance_scale, device=self.device)
+        uncond = cond.unconditional()
+        with self._on_device(self.c.unet):
+            latents = sample_euler(
+                lambda z, sigma: cfg_denoise(self.denoiser, z, sigma, cond, uncond, scales), noise, sigmas, progress=progress
+            )
+
+        # 6. Decode in chunks.  7. Composite at the input's own size: generated pixels only inside the mask.
+        decoded = from_canvas(self._decode(latents), place)  # [1, F, 3, H, W] in [-1, 1]
+        generated = ((decoded[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        return composite(frames, generated, masks, cfg.output.feather)
