@@ -61,7 +61,7 @@ class OutputConfig:
 class InferenceConfig:
     """Everything scripts/inference.py reads."""
 
-    method: str = "fffvdi"  # fffvdi (diffusion) | propagate (weight-free flow propagation baseline)
+    method: str = "fffvdi"  # fffvdi (diffusion) | propagate (weight-free flow propagation) | telea (per-frame spatial)
     model: ModelConfig = field(default_factory=ModelConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)

@@ -51,7 +51,14 @@ def build_propagate(cfg: DictConfig) -> WindowFn:
     return process
 
 
-METHODS = {"fffvdi": build_fffvdi, "propagate": build_propagate}
+def build_telea(cfg: DictConfig) -> WindowFn:
+    """Per-frame spatial baseline (OpenCV Telea): no temporal information at all."""
+    from fffvdi.baselines import telea_inpaint
+
+    return lambda frames, masks, generator: telea_inpaint(frames, masks)
+
+
+METHODS = {"fffvdi": build_fffvdi, "propagate": build_propagate, "telea": build_telea}
 
 
 def build_method(cfg: DictConfig) -> WindowFn:

@@ -25,7 +25,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mask", required=True, help="masks folder, one image for all frames, or a mask video")
     p.add_argument("--config", default=None, help="YAML config (defaults: fffvdi/inference_config.py)")
     p.add_argument("--output", default=None, help="output folder (default results/<input name>/)")
-    p.add_argument("--method", choices=["fffvdi", "propagate"], default=None, help="overrides method")
+    p.add_argument("--method", choices=["fffvdi", "propagate", "telea"], default=None, help="overrides method")
     p.add_argument("--checkpoint", default=None, help="fine-tuned FFF-VDI UNet folder (overrides model.checkpoint)")
     p.add_argument("--fps", type=float, default=None, help="fps of a frames-folder input (default 24)")
     p.add_argument("--overwrite", action="store_true", help="write into an existing non-empty output folder")

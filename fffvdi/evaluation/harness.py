@@ -185,11 +185,7 @@ def _build_scorer(s: EvalSettings) -> tuple[Scorer, list[str]]:
 
 
 def build_eval_method(cfg) -> Callable:
-    """Window function of `cfg.method`; 'telea' (per-frame OpenCV Telea) lives here, the rest in fffvdi.methods."""
-    if cfg.method == "telea":
-        from fffvdi.baselines import telea_inpaint
-
-        return lambda frames, masks, generator: telea_inpaint(frames, masks)
+    """Window function of `cfg.method` (see fffvdi.methods)."""
     from fffvdi.methods import build_method
 
     return build_method(cfg)
