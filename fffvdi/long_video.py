@@ -55,22 +55,21 @@ def run_windows(
     """Inpaint `total` frames window by window, writing finished frames to `sink` in order."""
     windows = plan_windows(total, size, overlap)
     generator = torch.Generator().manual_seed(seed)
-    pending: Optional[np.ndarray] = None  # outputs of the previous window not yet final, frames [pend_start, prev_stop)
-    pend_start = 0
+    pending: Optional[np.ndarray] = None  # previous window's outputs for frames [start, prev_stop): not final yet
     for k, (start, stop) in enumerate(tqdm(windows, desc="windows", disable=not progress or len(windows) == 1)):
         frames = read_frames(start, stop)
         masks = read_masks(start, stop).astype(np.uint8)
         shared = 0
         if pending is not None:
-            shared = pend_start + len(pending) - start  # frames of this window the previous one already made
+            shared = len(pending)  # frames of this window the previous one already made
             # Anchor: an I2V model follows its first frame, so start from the previous output, fully known.
             frames = frames.copy()
             masks = masks.copy()
-            frames[0] = pending[start - pend_start]
+            frames[0] = pending[0]
             masks[0] = 0
         out = process(frames, masks, generator)
         if shared > 0:
-            prev = pending[start - pend_start :].astype(np.float32)  # [shared, H, W, 3]
+            prev = pending.astype(np.float32)  # [shared, H, W, 3]
             w = crossfade_weights(shared)[:, None, None, None]
             mixed = np.rint((1 - w) * prev + w * out[:shared].astype(np.float32)).astype(np.uint8)
             # Pixels outside every mask are the input's in both windows; keep them bit-exact.
@@ -83,4 +82,4 @@ def run_windows(
             return
         nxt = windows[k + 1][0]
         sink(start, out[: nxt - start])  # no later window touches these
-        pending, pend_start = out[nxt - start :], nxt
+        pending = out[nxt - start :]
