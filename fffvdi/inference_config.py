@@ -21,6 +21,9 @@ class SamplingConfig:
     noise_aug_strength: float = 0.02  # pixel-space noise added to the masked conditioning frames
     clip_source: str = "masked"  # image the CLIP embedding sees: masked | filled (propagated) | raw (leaks the object)
     first_frame_filling: bool = True  # fill frame 0's initial noise from future frames (the FFF-VDI idea)
+    fill_source: str = "noise"  # what future frames lend frame 0: noise (their initial noise) | inversion (their
+    #   visible latents inverted to sigma_max by the deterministic ODE; costs inversion_steps extra UNet calls)
+    inversion_steps: int = 10  # Euler steps of that inversion
     seed: int = 42  # seed of every random draw; the same seed gives the same output
 
 

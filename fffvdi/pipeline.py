@@ -9,18 +9,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from fffvdi.canvas import composite, from_canvas, plan_placement, to_canvas
 from fffvdi.edm import Conditioning, EDMDenoiser, added_time_ids, karras_sigmas
+from fffvdi.errors import ConfigError
 from fffvdi.flow.completion import build_flow_completer
 from fffvdi.flow.estimators import build_flow_estimator
 from fffvdi.models.loading import SVDComponents
 from fffvdi.noise_fill import fill_first_frame_noise
 from fffvdi.propagation.hard_fill import hard_fill, resize_flows_and_masks
-from fffvdi.sampling import cfg_denoise, guidance_scales, sample_euler
+from fffvdi.sampling import cfg_denoise, guidance_scales, invert_euler, sample_euler
 
 logger = logging.getLogger(__name__)
+
+CHOICES = {  # config keys with a closed set of values, checked before any work starts
+    "sampling.clip_source": ("masked", "filled", "raw"),
+    "sampling.fill_source": ("noise", "inversion"),
+    "memory.offload": ("none", "model"),
+    "memory.attention": ("sdpa", "default"),
+}
 
 
 def build_flow_fn(flow_cfg: DictConfig, device: torch.device):
@@ -35,6 +43,10 @@ class FFFVDIPipeline:
     """Inpaints one window: `pipe(frames uint8 [F,H,W,3], masks [F,H,W], generator) -> uint8 [F,H,W,3]`."""
 
     def __init__(self, components: SVDComponents, cfg: DictConfig, device: torch.device, dtype: torch.dtype):
+        for key, allowed in CHOICES.items():
+            value = OmegaConf.select(cfg, key)
+            if value not in allowed:
+                raise ConfigError(f"{key}={value!r} is unknown; use one of {', '.join(allowed)}")
         self.c = components
         self.cfg = cfg
         self.device = device
@@ -49,8 +61,6 @@ class FFFVDIPipeline:
         if mem.offload == "model":  # park everything on the CPU; `_on_device` brings one part at a time
             for m in (components.unet, components.vae, components.image_encoder):
                 m.to("cpu")
-        elif mem.offload != "none":
-            raise ValueError(f"memory.offload={mem.offload!r} is unknown; use none or model")
 
     @contextlib.contextmanager
     def _on_device(self, module: torch.nn.Module) -> Iterator[torch.nn.Module]:
@@ -103,6 +113,18 @@ class FFFVDIPipeline:
         return embeds.float()[:, None]
 
     @torch.no_grad()
+    def _inverted_noise(self, cond_latents: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """Unit-variance noise whose ODE trajectory ends at the frames' visible content (DDIM-style inversion).
+
+        Only the visible parts matter: the hard fill copies values from unmasked positions alone.
+        """
+        s = self.cfg.sampling
+        z0 = cond_latents * self.c.vae.config.scaling_factor  # visible content in the diffusion latent scale
+        sigmas = karras_sigmas(s.inversion_steps, s.sigma_min, s.sigma_max).to(self.device)
+        with self._on_device(self.c.unet):
+            return invert_euler(lambda z, sigma: self.denoiser(z, sigma, cond), z0, sigmas)
+
+    @torch.no_grad()
     def __call__(
         self,
         frames: np.ndarray,
@@ -140,10 +162,8 @@ class FFFVDIPipeline:
             clip_image = video_c[:, 0]
         elif s.clip_source == "filled":  # frame 0 with its hole filled from later frames by pixel propagation
             clip_image = hard_fill(masked, hole_c, flows_fw, flows_bw)[0][:, 0]
-        elif s.clip_source == "masked":
-            clip_image = masked[:, 0]
         else:
-            raise ValueError(f"sampling.clip_source={s.clip_source!r} is unknown; use masked, filled or raw")
+            clip_image = masked[:, 0]
         embeds = self._clip_embed(clip_image)
         time_ids = added_time_ids(s.fps, s.motion_bucket_id, s.noise_aug_strength, 1, device=self.device)
         cond = Conditioning(cond_latents, embeds, time_ids, masks_l, flows_fw_l, flows_bw_l)
@@ -151,7 +171,8 @@ class FFFVDIPipeline:
         # 4. Initial noise; frame 0's hole filled from future frames' noise along the flow chain.
         noise = self._randn(cond_latents.shape, generator)  # [1, F, 4, h, w]
         if s.first_frame_filling and num_frames > 1:
-            noise, _ = fill_first_frame_noise(noise, masks_l, flows_fw_l, flows_bw_l)
+            source = self._inverted_noise(cond_latents, cond) if s.fill_source == "inversion" else None
+            noise, _ = fill_first_frame_noise(noise, masks_l, flows_fw_l, flows_bw_l, source_latents=source)
 
         # 5. EDM Euler sampling on Karras sigmas with per-frame guidance.
         sigmas = karras_sigmas(s.num_steps, s.sigma_min, s.sigma_max).to(self.device)

@@ -59,11 +59,13 @@ def run(args: argparse.Namespace) -> Path:
     )
     masks.is_empty()  # warns (naming the path) when no frame has a hole; the output then equals the input
     name = Path(args.video).stem if Path(args.video).is_file() else Path(args.video).resolve().name
-    out_dir = prepare_output_dir(cfg.output.dir or Path("results") / name, cfg.output.overwrite)
+    out_path = Path(cfg.output.dir or Path("results") / name)
+    if out_path.exists() and any(out_path.iterdir()) and not cfg.output.overwrite:  # fail before loading models
+        prepare_output_dir(out_path, overwrite=False)
+    process = build_method(cfg)
+    out_dir = prepare_output_dir(out_path, cfg.output.overwrite)
     save_config(cfg, out_dir / "config.yaml")
     logging.info("%d frames %dx%d at %.3g fps -> %s", len(video), video.size[1], video.size[0], video.fps, out_dir)
-
-    process = build_method(cfg)
     o = cfg.output
     main = VideoWriter(out_dir, video.fps, write_png=o.save_frames, write_mp4=o.save_mp4, mp4_name="inpainted.mp4")
     side = {

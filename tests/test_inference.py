@@ -162,3 +162,19 @@ def test_propagate_method_recovers_hidden_texture(tmp_path):
     masks = {p.name: cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) > 127 for p in masks_dir.glob("*.png")}
     scores = [masked_psnr(truth[k], result[k], masks[k]) for k in truth]
     assert len(result) == 12 and min(scores) > 35.0
+
+
+@pytest.mark.parametrize("extra", [["sampling.fill_source=inversion", "sampling.inversion_steps=2"], ["sampling.clip_source=filled"]])
+def test_pipeline_options_run(tmp_path, tiny_svd_dir, extra):
+    frames_dir, masks_dir = _write_clip(tmp_path / "in", 4, 32, 32)
+    out = tmp_path / "o"
+    assert CLI.main(["--video", str(frames_dir), "--mask", str(masks_dir), *_tiny_args(tiny_svd_dir, out, *extra)]) == 0
+    assert len(list((out / "frames").glob("*.png"))) == 4
+
+
+def test_unknown_choice_fails_before_writing(tmp_path, tiny_svd_dir, capsys):
+    frames_dir, masks_dir = _write_clip(tmp_path / "in", 4, 32, 32)
+    out = tmp_path / "o"
+    code = CLI.main(["--video", str(frames_dir), "--mask", str(masks_dir), *_tiny_args(tiny_svd_dir, out, "sampling.clip_source=gt")])
+    assert code == 2 and "sampling.clip_source" in capsys.readouterr().err
+    assert not out.exists()
