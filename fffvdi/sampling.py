@@ -71,6 +71,34 @@ def _state_dtype(x: Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
+def _sample(
+    denoise_fn: DenoiseFn,
+    noise: Tensor,
+    sigmas: Tensor,
+    heun: bool,
+    name: str,
+    progress: bool,
+    callback: Callback | None,
+) -> Tensor:
+    """Walk the schedule with Euler steps, each with Heun's trapezoidal correction when `heun` (not into sigma 0)."""
+    _check_schedule(sigmas, name)
+    sigmas = sigmas.to(device=noise.device, dtype=_state_dtype(noise))
+    x = noise.to(sigmas.dtype) * sigmas[0]
+    b = x.shape[0]
+    for i in tqdm(range(len(sigmas) - 1), disable=not progress, desc="denoising"):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = denoise_fn(x, sigma.expand(b)).to(x.dtype)
+        d = (x - denoised) / sigma
+        x_next = x + d * (sigma_next - sigma)  # Euler
+        if heun and sigma_next > 0:  # slope at the Euler prediction; the ODE slope at sigma 0 is undefined
+            d_next = (x_next - denoise_fn(x_next, sigma_next.expand(b)).to(x.dtype)) / sigma_next
+            x_next = x + 0.5 * (d + d_next) * (sigma_next - sigma)
+        x = x_next
+        if callback is not None:
+            callback(i, x, denoised)
+    return x
+
+
 def sample_euler(
     denoise_fn: DenoiseFn,
     noise: Tensor,
@@ -84,17 +112,7 @@ def sample_euler(
     progress: show a tqdm bar over the n steps.
     callback: `callback(i, x, denoised)` after step i with the updated state and that step's estimate.
     """
-    _check_schedule(sigmas, "sample_euler")
-    sigmas = sigmas.to(device=noise.device, dtype=_state_dtype(noise))
-    x = noise.to(sigmas.dtype) * sigmas[0]
-    for i in tqdm(range(len(sigmas) - 1), disable=not progress, desc="denoising"):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = denoise_fn(x, sigma.expand(x.shape[0])).to(x.dtype)
-        d = (x - denoised) / sigma
-        x = x + d * (sigma_next - sigma)
-        if callback is not None:
-            callback(i, x, denoised)
-    return x
+    return _sample(denoise_fn, noise, sigmas, heun=False, name="sample_euler", progress=progress, callback=callback)
 
 
 def sample_heun(
@@ -108,23 +126,7 @@ def sample_heun(
 
     Arguments as in `sample_euler`.
     """
-    _check_schedule(sigmas, "sample_heun")
-    sigmas = sigmas.to(device=noise.device, dtype=_state_dtype(noise))
-    x = noise.to(sigmas.dtype) * sigmas[0]
-    b = x.shape[0]
-    for i in tqdm(range(len(sigmas) - 1), disable=not progress, desc="denoising"):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = denoise_fn(x, sigma.expand(b)).to(x.dtype)
-        d = (x - denoised) / sigma
-        x_euler = x + d * (sigma_next - sigma)
-        if sigma_next > 0:  # trapezoidal correction with the slope at the predicted point
-            d_next = (x_euler - denoise_fn(x_euler, sigma_next.expand(b)).to(x.dtype)) / sigma_next
-            x = x + 0.5 * (d + d_next) * (sigma_next - sigma)
-        else:
-            x = x_euler
-        if callback is not None:
-            callback(i, x, denoised)
-    return x
+    return _sample(denoise_fn, noise, sigmas, heun=True, name="sample_heun", progress=progress, callback=callback)
 
 
 def invert_euler(

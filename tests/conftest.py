@@ -1,4 +1,4 @@
-"""Shared fixtures: offline hub, a session-wide tiny SVD folder."""
+"""Shared fixtures: offline hub, one torch thread, a session-wide tiny SVD folder, a DNA randomiser."""
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # tests never touch the network
@@ -17,3 +17,20 @@ def tiny_svd_dir(tmp_path_factory):
     from fffvdi.models.tiny import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("tiny_svd"), seed=0)
+
+
+@pytest.fixture
+def randomise_dna():
+    """`randomise_dna(module, seed=1)`: random weights in a DeformableNoiseAlignment's zero-initialised convs.
+
+    At init the module is an exact identity; this makes it a real function of flows, masks and features.
+    """
+
+    def randomise(module: torch.nn.Module, seed: int = 1) -> None:
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for conv in (module.fusion[-1], module.align["bwd"].offset_net[-1], module.align["fwd"].offset_net[-1]):
+                conv.weight.copy_(0.05 * torch.randn(conv.weight.shape, generator=g))
+                conv.bias.copy_(0.05 * torch.randn(conv.bias.shape, generator=g))
+
+    return randomise

@@ -5,32 +5,7 @@ import torch
 
 from fffvdi.baselines import propagate_inpaint, telea_inpaint
 from fffvdi.errors import InputError
-
-H, W = 64, 96
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin contention on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def translating_frames(shift, n_frames=8, corr=3.0, seed=0, pad=32):
-    """uint8 `[F, H, W, 3]` smooth random texture moving by `shift`=(dx, dy) px per frame (Fourier shift)."""
-    rng = np.random.default_rng(seed)
-    hh, ww = H + 2 * pad, W + 2 * pad
-    ky, kx = np.fft.fftfreq(hh)[:, None], np.fft.fftfreq(ww)[None, :]
-    spec = np.fft.fft2(rng.standard_normal((3, hh, ww))) * np.exp(-2 * (np.pi * corr) ** 2 * (kx**2 + ky**2))
-    frames = [
-        np.real(np.fft.ifft2(spec * np.exp(-2j * np.pi * t * (kx * shift[0] + ky * shift[1]))))[:, pad:-pad, pad:-pad]
-        for t in range(n_frames)
-    ]
-    v = np.stack(frames).transpose(0, 2, 3, 1)
-    v = (v - v.mean()) / (4 * v.std()) + 0.5
-    return (np.clip(v, 0, 1) * 255).round().astype(np.uint8)
+from synthetic_video import translating_frames
 
 
 def psnr_u8(a, b):

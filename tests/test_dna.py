@@ -10,15 +10,6 @@ from fffvdi.propagation.dna import DeformableNoiseAlignment, FlowGuidedDeformAli
 B, F, C, H, W = 1, 4, 32, 12, 16
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny ops are dominated by thread overhead; one thread is many times faster on a busy 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _inputs(seed: int = 0, b: int = B, f: int = F, c: int = C, h: int = H, w: int = W):
     g = torch.Generator().manual_seed(seed)
     feats = torch.randn(b, f, c, h, w, generator=g)
@@ -26,15 +17,6 @@ def _inputs(seed: int = 0, b: int = B, f: int = F, c: int = C, h: int = H, w: in
     flows_fw = 2 * torch.randn(b, f - 1, 2, h, w, generator=g)
     flows_bw = -flows_fw + 0.1 * torch.randn(b, f - 1, 2, h, w, generator=g)  # roughly consistent pair
     return feats, masks, flows_fw, flows_bw
-
-
-def _randomise_fusion(m: DeformableNoiseAlignment, seed: int = 1) -> None:
-    """Give the zero-initialised convs random weights so the module is no longer an identity."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for conv in (m.fusion[-1], m.align["bwd"].offset_net[-1], m.align["fwd"].offset_net[-1]):
-            conv.weight.copy_(0.05 * torch.randn(conv.weight.shape, generator=g))
-            conv.bias.copy_(0.05 * torch.randn(conv.bias.shape, generator=g))
 
 
 def test_identity_at_init():
@@ -116,10 +98,10 @@ def test_residue_is_bounded_by_max_residue():
     torch.testing.assert_close(out[..., : W - 2], 0.5 * neighbour[..., 2:], atol=1e-5, rtol=1e-5)
 
 
-def test_flows_and_masks_steer_the_output():
+def test_flows_and_masks_steer_the_output(randomise_dna):
     torch.manual_seed(0)
     m = DeformableNoiseAlignment(channels=C, deform_groups=16)
-    _randomise_fusion(m)
+    randomise_dna(m)
     feats, masks, ff, fb = _inputs()
     with torch.no_grad():
         base = m(feats, masks, ff, fb)
@@ -134,10 +116,10 @@ def test_flows_and_masks_steer_the_output():
         assert not torch.allclose(m(earlier, masks, ff, fb)[:, -1], base[:, -1])
 
 
-def test_single_frame_and_checkpointing():
+def test_single_frame_and_checkpointing(randomise_dna):
     torch.manual_seed(0)
     m = DeformableNoiseAlignment(channels=C, deform_groups=16)
-    _randomise_fusion(m)
+    randomise_dna(m)
     feats, masks, ff, fb = _inputs(f=1)
     assert ff.shape[1] == 0 and m(feats, masks, ff, fb).shape == feats.shape
     feats, masks, ff, fb = _inputs()

@@ -1,46 +1,16 @@
 """Flow estimators (DIS accuracy on known motion, RAFT plumbing) and weight-free flow completion."""
-import numpy as np
 import pytest
 import torch
 
 from fffvdi.errors import ConfigError, InputError, ModelLoadError
 from fffvdi.flow.completion import SmoothCompleter, build_flow_completer, flow_holes
 from fffvdi.flow.estimators import DISFlow, RAFTFlow, build_flow_estimator
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin contention on a busy machine (measured 100x)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def translating_video(shift, n_frames=4, size=(64, 96), corr=3.0, seed=0, pad=32):
-    """`[1, F, 3, H, W]` smooth random texture in [0, 1] moving by `shift`=(dx, dy) px per frame (Fourier shift)."""
-    rng = np.random.default_rng(seed)
-    hh, ww = size[0] + 2 * pad, size[1] + 2 * pad
-    ky, kx = np.fft.fftfreq(hh)[:, None], np.fft.fftfreq(ww)[None, :]
-    spec = np.fft.fft2(rng.standard_normal((3, hh, ww))) * np.exp(-2 * (np.pi * corr) ** 2 * (kx**2 + ky**2))
-    frames = [
-        np.real(np.fft.ifft2(spec * np.exp(-2j * np.pi * t * (kx * shift[0] + ky * shift[1]))))[
-            :, pad : pad + size[0], pad : pad + size[1]
-        ]
-        for t in range(n_frames)
-    ]
-    v = np.stack(frames)
-    v = (v - v.mean()) / (4 * v.std()) + 0.5
-    return torch.from_numpy(np.clip(v, 0, 1)).float()[None]
-
-
-def const_flow(shift, n, h, w):
-    return torch.tensor(shift, dtype=torch.float32).view(1, 1, 2, 1, 1).expand(1, n, 2, h, w).clone()
+from synthetic_video import const_flow, translating_video
 
 
 @pytest.mark.parametrize("shift,bound", [((3.0, -2.0), 0.1), ((1.5, 0.5), 0.15)])
 def test_dis_flow_recovers_known_translation(shift, bound):
-    video = translating_video(shift)
+    video = translating_video(shift, n_frames=4)
     fw, bw = DISFlow("medium")(video)
     assert fw.shape == bw.shape == (1, 3, 2, 64, 96) and fw.dtype == torch.float32
     true = const_flow(shift, 3, 64, 96)

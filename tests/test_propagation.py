@@ -1,5 +1,4 @@
 """Hard-fill propagation, flow/mask resizing and first-frame noise filling on synthetic known motion."""
-import numpy as np
 import pytest
 import torch
 
@@ -8,38 +7,7 @@ from fffvdi.flow.completion import build_flow_completer
 from fffvdi.flow.estimators import DISFlow
 from fffvdi.noise_fill import fill_first_frame_noise
 from fffvdi.propagation.hard_fill import hard_fill, resize_flows_and_masks
-
-H, W = 64, 96
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin contention on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def translating_video(shift, n_frames=8, size=(H, W), corr=3.0, seed=0, pad=32):
-    """`[1, F, 3, H, W]` smooth random texture in [0, 1] moving by `shift`=(dx, dy) px per frame (Fourier shift)."""
-    rng = np.random.default_rng(seed)
-    hh, ww = size[0] + 2 * pad, size[1] + 2 * pad
-    ky, kx = np.fft.fftfreq(hh)[:, None], np.fft.fftfreq(ww)[None, :]
-    spec = np.fft.fft2(rng.standard_normal((3, hh, ww))) * np.exp(-2 * (np.pi * corr) ** 2 * (kx**2 + ky**2))
-    frames = [
-        np.real(np.fft.ifft2(spec * np.exp(-2j * np.pi * t * (kx * shift[0] + ky * shift[1]))))[
-            :, pad : pad + size[0], pad : pad + size[1]
-        ]
-        for t in range(n_frames)
-    ]
-    v = np.stack(frames)
-    v = (v - v.mean()) / (4 * v.std()) + 0.5
-    return torch.from_numpy(np.clip(v, 0, 1)).float()[None]
-
-
-def const_flow(shift, n, h=H, w=W):
-    return torch.tensor(shift, dtype=torch.float32).view(1, 1, 2, 1, 1).expand(1, n, 2, h, w).clone()
+from synthetic_video import H, W, const_flow, translating_video
 
 
 def box_masks(n_frames, y0=22, y1=42, x0=38, x1=58, h=H, w=W):

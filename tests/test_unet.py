@@ -13,15 +13,6 @@ from fffvdi.models.unet import PROPAGATION_CONFIG, PROPAGATION_WEIGHTS, FFFVDIUN
 B, F, H, W = 1, 4, 16, 16
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny ops are dominated by thread overhead; one thread is many times faster on a busy 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _tiny_unet(seed: int = 0) -> UNetSpatioTemporalConditionModel:
     torch.manual_seed(seed)
     return UNetSpatioTemporalConditionModel(**{**TINY_UNET_CONFIG, "num_frames": F})
@@ -37,16 +28,6 @@ def _inputs(b: int = B, seed: int = 0):
     flows_fw = 1.5 * torch.randn(b, F - 1, 2, H, W, generator=g)
     flows_bw = -flows_fw
     return (sample, timestep, ehs, time_ids), (masks, flows_fw, flows_bw)
-
-
-def _perturb(model: FFFVDIUNet, seed: int = 1) -> None:
-    """Make the propagation module a non-identity (random weights in its zero-initialised convs)."""
-    g = torch.Generator().manual_seed(seed)
-    p = model.propagation
-    with torch.no_grad():
-        for conv in (p.fusion[-1], p.align["bwd"].offset_net[-1], p.align["fwd"].offset_net[-1]):
-            conv.weight.copy_(0.05 * torch.randn(conv.weight.shape, generator=g))
-            conv.bias.copy_(0.05 * torch.randn(conv.bias.shape, generator=g))
 
 
 @pytest.fixture
@@ -70,9 +51,9 @@ def test_identity_at_init_and_shapes(model_and_plain):
     assert model.propagation.config["channels"] == TINY_UNET_CONFIG["block_out_channels"][0]
 
 
-def test_propagation_changes_output_and_can_be_disabled(model_and_plain):
+def test_propagation_changes_output_and_can_be_disabled(model_and_plain, randomise_dna):
     model, plain = model_and_plain
-    _perturb(model)
+    randomise_dna(model.propagation)
     args, cond = _inputs()
     with torch.no_grad():
         ref = plain(*args).sample
@@ -104,9 +85,9 @@ def test_hook_sees_conv_in_features_of_all_frames(model_and_plain):
     assert seen["shape"] == (2, F, TINY_UNET_CONFIG["block_out_channels"][0], H, W)
 
 
-def test_forward_backward_trains_both_parts(model_and_plain):
+def test_forward_backward_trains_both_parts(model_and_plain, randomise_dna):
     model, _ = model_and_plain
-    _perturb(model)
+    randomise_dna(model.propagation)
     args, cond = _inputs()
     out = model(*args, *cond)
     out.square().mean().backward()
@@ -115,9 +96,9 @@ def test_forward_backward_trains_both_parts(model_and_plain):
     assert model.unet.conv_out.weight.grad.abs().sum() > 0
 
 
-def test_gradient_checkpointing_gives_same_grads(model_and_plain):
+def test_gradient_checkpointing_gives_same_grads(model_and_plain, randomise_dna):
     model, _ = model_and_plain
-    _perturb(model)
+    randomise_dna(model.propagation)
     model.train()
     args, cond = _inputs()
 
@@ -133,9 +114,9 @@ def test_gradient_checkpointing_gives_same_grads(model_and_plain):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 
-def test_cfg_batch_broadcast(model_and_plain):
+def test_cfg_batch_broadcast(model_and_plain, randomise_dna):
     model, _ = model_and_plain
-    _perturb(model)
+    randomise_dna(model.propagation)
     args, (masks, ff, fb) = _inputs(b=2)
     with torch.no_grad():
         one = model(*args, masks[:1], ff[:1], fb[:1])
@@ -158,9 +139,9 @@ def test_bad_inputs_raise(model_and_plain):
     assert model._context is None  # no stale masks/flows leak into the next call
 
 
-def test_save_load_round_trip(tmp_path, model_and_plain):
+def test_save_load_round_trip(tmp_path, model_and_plain, randomise_dna):
     model, plain = model_and_plain
-    _perturb(model)
+    randomise_dna(model.propagation)
     model.save_pretrained(tmp_path / "ckpt")
     for name in ("config.json", "diffusion_pytorch_model.safetensors", PROPAGATION_WEIGHTS, PROPAGATION_CONFIG):
         assert (tmp_path / "ckpt" / name).is_file()
@@ -191,11 +172,11 @@ def test_plain_unet_folder_gives_identity_module(tmp_path, caplog):
         torch.testing.assert_close(out, plain(*args).sample, atol=1e-5, rtol=1e-5)
 
 
-def test_svd_root_with_subfolder(tmp_path, tiny_svd_dir):
+def test_svd_root_with_subfolder(tmp_path, tiny_svd_dir, randomise_dna):
     model = FFFVDIUNet.from_pretrained(tiny_svd_dir, subfolder="unet")
     assert model.config.in_channels == 8 and not (tiny_svd_dir / "unet" / PROPAGATION_WEIGHTS).exists()
     # A fine-tuned model saved into an SVD-style root loads its propagation module back.
-    _perturb(model)
+    randomise_dna(model.propagation)
     model.save_pretrained(tmp_path / "root" / "unet")
     loaded = FFFVDIUNet.from_pretrained(tmp_path / "root", subfolder="unet")
     assert torch.equal(loaded.propagation.fusion[-1].weight, model.propagation.fusion[-1].weight)

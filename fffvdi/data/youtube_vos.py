@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,16 +13,12 @@ from PIL import Image
 
 from fffvdi.data.masks import MaskGenerator
 from fffvdi.errors import ConfigError, InputError
+from fffvdi.io.video import list_images, natural_key
 
 logger = logging.getLogger(__name__)
 
 FRAME_EXTS = (".jpg", ".jpeg")
 LAYOUT = "ROOT/JPEGImages/<video_id>/00000.jpg ... (optional ROOT/Annotations/<video_id>/00000.png)"
-
-
-def natural_key(name: str) -> list[Any]:
-    """Sort key that orders 'f2' before 'f10'."""
-    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", name)]
 
 
 def read_annotation(path: Path) -> np.ndarray:
@@ -108,9 +103,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
         min_len = (self.num_frames - 1) * self.stride_range[0] + 1
         videos, skipped = [], []
         for vid in ids:
-            frames = sorted(
-                (p for p in (image_dir / vid).iterdir() if p.suffix.lower() in FRAME_EXTS), key=lambda p: natural_key(p.name)
-            )
+            frames = [p for p in list_images(image_dir / vid) if p.suffix.lower() in FRAME_EXTS]  # JPEGs only
             if not frames:
                 continue
             (videos if len(frames) >= min_len else skipped).append((vid, frames))
