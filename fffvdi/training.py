@@ -1,0 +1,355 @@
+"""Helpers of scripts/train.py: trainable weights, run folders, flows (+ cache), batch encoding, validation."""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from einops import rearrange
+from omegaconf import DictConfig, OmegaConf
+
+from fffvdi.edm import Conditioning, added_time_ids, sample_cond_aug
+from fffvdi.errors import ConfigError, InputError
+from fffvdi.propagation.hard_fill import hard_fill, resize_flows_and_masks
+
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+CLIP_SOURCES = ("masked", "filled", "raw")
+
+
+# --- configuration checks and trainable weights ----------------------------------------------------
+def check_train_config(cfg: DictConfig) -> None:
+    """Reject values that would only fail deep inside the loop."""
+    t = cfg.train
+    drops = (t.drop_image_embeds, t.drop_cond_latents, t.drop_both)
+    if min(drops) < 0 or sum(drops) > 1:
+        raise ConfigError(f"train.drop_image_embeds + drop_cond_latents + drop_both = {sum(drops)} must lie in [0, 1] "
+                          "with each >= 0 (they are exclusive events of one draw)")
+    if t.clip_source not in CLIP_SOURCES:
+        raise ConfigError(f"train.clip_source={t.clip_source!r} is unknown; use one of {', '.join(CLIP_SOURCES)}")
+    if t.mixed_precision not in ("no", "fp16", "bf16"):
+        raise ConfigError(f"train.mixed_precision={t.mixed_precision!r} is unknown; use no, fp16 or bf16")
+    h, w = cfg.data.size
+    if h % 64 or w % 64:
+        raise ConfigError(f"data.size={list(cfg.data.size)} must be multiples of 64 (H, W), e.g. [256, 512]")
+    if cfg.validation.video is not None and cfg.validation.mask is None:
+        raise ConfigError("validation.video is set but validation.mask is not; pass validation.mask=<masks>")
+    for key in ("max_steps", "batch_size", "gradient_accumulation_steps"):
+        if t[key] < 1:
+            raise ConfigError(f"train.{key}={t[key]} must be >= 1")
+
+
+def resolve_weight_dtype(name: str, mixed_precision: str, device: torch.device) -> torch.dtype:
+    """Dtype of the frozen VAE/CLIP: 'auto' follows mixed_precision; half falls back to float32 on CPU."""
+    from fffvdi.config import dtype_from_name
+    from fffvdi.models.loading import resolve_dtype
+
+    if name == "auto":
+        name = {"fp16": "float16", "bf16": "bfloat16"}.get(mixed_precision, "float32")
+    return resolve_dtype(dtype_from_name(name), device)
+
+
+def select_trainable(module: torch.nn.Module, patterns: Sequence[str]) -> list[torch.nn.Parameter]:
+    """Freeze every parameter except those whose name contains one of `patterns`; returns the trainable ones."""
+    if not patterns:
+        raise ConfigError("trainable is empty; list name patterns, e.g. trainable=[propagation.,temporal_transformer_blocks]")
+    named = list(module.named_parameters())
+    unused = [p for p in patterns if not any(p in name for name, _ in named)]
+    if unused:
+        raise ConfigError(f"trainable pattern {unused[0]!r} matches no parameter of the FFF-VDI UNet; use substrings of "
+                          "names like 'propagation.', 'temporal_transformer_blocks', 'time_pos_embed', 'time_mixer'")
+    params = []
+    for name, param in named:
+        param.requires_grad_(any(p in name for p in patterns))
+        if param.requires_grad:
+            params.append(param)
+    return params
+
+
+def build_clip_dataset(cfg: DictConfig, seed: int, augment: bool = True) -> torch.utils.data.Dataset:
+    """VideoClipDataset from the `data` section; augment=False turns flips and time reversal off (validation)."""
+    from fffvdi.data.youtube_vos import VideoClipDataset
+
+    d = cfg.data
+    stride = OmegaConf.to_object(d.frame_stride) if OmegaConf.is_config(d.frame_stride) else d.frame_stride  # int | list
+    return VideoClipDataset(
+        d.root, num_frames=d.num_frames, frame_stride=stride, size=tuple(d.size), hflip_prob=d.hflip if augment else 0.0,
+        reverse_prob=d.time_reverse if augment else 0.0, masks=OmegaConf.to_container(d.masks), seed=seed,
+        video_list=d.video_list, samples_per_epoch=d.samples_per_epoch,
+    )
+
+
+def flat_config(cfg: DictConfig) -> dict[str, Any]:
+    """{'train.lr': 1e-05, ...} with lists and None as strings (what TensorBoard's hparams accept)."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else str(key))
+        else:
+            out[prefix] = node if isinstance(node, (int, float, str, bool)) else str(node)
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out
+
+
+def build_optimizer(params: list[torch.nn.Parameter], o: DictConfig) -> torch.optim.Optimizer:
+    """AdamW, or bitsandbytes' AdamW8bit when optim.use_8bit_adam is set."""
+    cls = torch.optim.AdamW
+    if o.use_8bit_adam:
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise ConfigError("optim.use_8bit_adam=true needs bitsandbytes (pip install bitsandbytes); "
+                              "or set optim.use_8bit_adam=false") from None
+        cls = bnb.optim.AdamW8bit
+    return cls(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, eps=o.eps)
+
+
+# --- run folder -----------------------------------------------------------------------------------
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """checkpoint-N folders of a run, oldest (smallest N) first."""
+    out = Path(output_dir)
+    found = [p for p in out.iterdir() if p.is_dir() and CHECKPOINT_RE.match(p.name)] if out.is_dir() else []
+    return sorted(found, key=checkpoint_step)
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """Optimizer step N of a checkpoint-N folder."""
+    match = CHECKPOINT_RE.match(Path(path).name)
+    if match is None:
+        raise InputError(f"{path} is not a checkpoint folder; resume from OUTPUT_DIR/checkpoint-N or 'latest'")
+    return int(match.group(1))
+
+
+def resolve_resume(output_dir: str | Path, resume: str | None) -> Path | None:
+    """The folder to resume from: None, the newest checkpoint for 'latest' (None if there is none), or a path."""
+    if resume is None:
+        return None
+    if resume == "latest":
+        found = list_checkpoints(output_dir)
+        return found[-1] if found else None
+    path = Path(resume).expanduser()
+    checkpoint_step(path)
+    if not path.is_dir():
+        raise InputError(f"checkpoint.resume_from_checkpoint={resume} does not exist; pass an existing checkpoint-N or latest")
+    return path
+
+
+def prepare_run_dir(output_dir: str | Path, resuming: bool, overwrite: bool, main: bool = True) -> Path:
+    """Refuse a run folder holding checkpoints unless resuming, or clear them with overwrite (only `main` writes)."""
+    out = Path(output_dir)
+    old = list_checkpoints(out) + [p for p in (out / "unet",) if p.is_dir()]
+    if old and not resuming:
+        if not overwrite:
+            raise InputError(f"checkpoint.output_dir={out} already holds a run ({old[0].name}); pass "
+                             "checkpoint.resume_from_checkpoint=latest, checkpoint.overwrite=true or a new output_dir")
+        for path in old if main else ():
+            shutil.rmtree(path)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def prune_checkpoints(output_dir: str | Path, total_limit: int | None) -> list[Path]:
+    """Delete the oldest checkpoint-N folders so that one more still fits under `total_limit`."""
+    if not total_limit or total_limit < 1:
+        return []
+    found = list_checkpoints(output_dir)
+    doomed = found[: max(len(found) - total_limit + 1, 0)]
+    for path in doomed:
+        shutil.rmtree(path)
+    return doomed
+
+
+def register_unet_checkpoint_hooks(accelerator: Any) -> None:
+    """Make accelerator.save_state/load_state store the UNet as CKPT/unet (FFFVDIUNet.save_pretrained) only once."""
+    from fffvdi.models.unet import FFFVDIUNet
+
+    def save_hook(models: list, weights: list, output_dir: str) -> None:
+        if accelerator.is_main_process:
+            for model in models:
+                accelerator.unwrap_model(model).save_pretrained(Path(output_dir) / "unet")
+        while weights:  # empty under DeepSpeed, which saves its own engine state
+            weights.pop()
+
+    def load_hook(models: list, input_dir: str) -> None:
+        if accelerator.distributed_type.name == "DEEPSPEED":
+            return  # DeepSpeed restores its engine (weights + optimizer) itself
+        while models:
+            model = accelerator.unwrap_model(models.pop())
+            loaded = FFFVDIUNet.from_pretrained(Path(input_dir) / "unet")
+            model.load_state_dict(loaded.state_dict())
+            del loaded
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)
+
+
+# --- flows ----------------------------------------------------------------------------------------
+def flow_cache_key(frames: torch.Tensor, video_id: str, start: int, stride: int) -> str:
+    """File stem for a clip: id, start, stride, shape and a digest of its first and last frame (covers flip/reverse)."""
+    ends = ((frames[[0, -1]].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+    digest = hashlib.sha1(ends.tobytes()).hexdigest()[:12]
+    f, _, h, w = frames.shape
+    return f"{video_id}-s{int(start)}-k{int(stride)}-f{f}-{h}x{w}-{digest}"
+
+
+def clip_flows(frames: torch.Tensor, key: str, estimator: Any, cache_dir: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw pixel flows `[F-1, 2, H, W]` (fw, bw) of one clip `frames [F, 3, H, W]` in [-1, 1], via the cache if set."""
+    path = Path(cache_dir) / f"{key}.pt" if cache_dir else None
+    if path is not None and path.is_file():
+        saved = torch.load(path, map_location=frames.device, weights_only=True)
+        return saved["fw"].float(), saved["bw"].float()
+    fw, bw = estimator((frames[None] + 1) / 2)  # estimators take [B, F, 3, H, W] in [0, 1]
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"fw": fw[0].half().cpu(), "bw": bw[0].half().cpu()}, tmp)  # half: 1/2 the disk, < 0.05 px error
+        os.replace(tmp, path)  # atomic: concurrent workers never read half-written files
+    return fw[0], bw[0]
+
+
+def batch_flows(batch: dict, estimator: Any, cache_dir: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`[B, F-1, 2, H, W]` flows for a collated batch; those the dataloader workers computed are used as they are."""
+    if "flows_fw" in batch:
+        return batch["flows_fw"], batch["flows_bw"]
+    pairs = [
+        clip_flows(batch["frames"][i], flow_cache_key(batch["frames"][i], vid, batch["start"][i], batch["stride"][i]),
+                   estimator, cache_dir)
+        for i, vid in enumerate(batch["video_id"])
+    ]
+    return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+
+class FlowClipDataset(torch.utils.data.Dataset):
+    """Adds raw pixel flows (`flows_fw`, `flows_bw` `[F-1, 2, H, W]`) to every clip, so workers estimate them."""
+
+    def __init__(self, clips: torch.utils.data.Dataset, method: str, cache_dir: str | None) -> None:
+        self.clips, self.method, self.cache_dir = clips, method, cache_dir
+        self._estimator = None  # built lazily inside each worker process
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Forward the epoch to the clip dataset (new clips each epoch, reproducibly)."""
+        self.clips.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> dict:
+        from fffvdi.flow.estimators import build_flow_estimator
+
+        item = dict(self.clips[index])
+        if self._estimator is None:
+            self._estimator = build_flow_estimator(self.method)
+        key = flow_cache_key(item["frames"], item["video_id"], item["start"], item["stride"])
+        item["flows_fw"], item["flows_bw"] = clip_flows(item["frames"], key, self._estimator, self.cache_dir)
+        return item
+
+
+# --- batch -> target latents + conditioning --------------------------------------------------------
+def step_generator(seed: int, micro_step: int, rank: int, device: torch.device) -> torch.Generator:
+    """RNG of one micro-step on one process: a resumed run draws exactly the noise of an uninterrupted one."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + micro_step * 1_009 + rank)
+
+
+def cfg_dropout(u: torch.Tensor, p_embeds: float, p_latents: float, p_both: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exclusive events of one uniform draw `u [B]`: [0, p_both) both, then embeds only, then latents only."""
+    both = u < p_both
+    embeds_only = (u >= p_both) & (u < p_both + p_embeds)
+    latents_only = (u >= p_both + p_embeds) & (u < p_both + p_embeds + p_latents)
+    return both | embeds_only, both | latents_only
+
+
+def clip_image(source: str, frames: torch.Tensor, masks: torch.Tensor, flows_fw: torch.Tensor,
+               flows_bw: torch.Tensor) -> torch.Tensor:
+    """Image `[B, 3, H, W]` the CLIP embedding sees: frame 0 masked, hole-filled by propagation, or raw."""
+    masked = frames * (1 - masks)
+    if source == "masked":
+        return masked[:, 0]
+    if source == "filled":
+        return hard_fill(masked, masks, flows_fw, flows_bw)[0][:, 0]
+    if source == "raw":
+        return frames[:, 0]
+    raise ConfigError(f"train.clip_source={source!r} is unknown; use one of {', '.join(CLIP_SOURCES)}")
+
+
+@torch.no_grad()
+def encode_targets(vae: Any, frames: torch.Tensor, chunk: int, dtype: torch.dtype,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Scaled clean latents `[B, F, 4, h, w]` (posterior sample * scaling_factor) of `frames [B, F, 3, H, W]`."""
+    flat = rearrange(frames, "b f c h w -> (b f) c h w")
+    out = [vae.encode(part.to(dtype)).latent_dist.sample(generator).float() for part in flat.split(chunk)]
+    return rearrange(torch.cat(out), "(b f) c h w -> b f c h w", b=frames.shape[0]) * vae.config.scaling_factor
+
+
+def encode_batch(pipe: Any, frames: torch.Tensor, masks: torch.Tensor, flows_fw: torch.Tensor, flows_bw: torch.Tensor,
+                 t: DictConfig, generator: torch.Generator) -> tuple[torch.Tensor, Conditioning]:
+    """Clean latents z0 and the (CFG-dropped) conditioning of a batch, as FFFVDIPipeline conditions at inference.
+
+    frames `[B, F, 3, H, W]` in [-1, 1]; masks `[B, F, 1, H, W]` (1 = hole); raw pixel flows `[B, F-1, 2, H, W]`.
+    `pipe` is an FFFVDIPipeline (its VAE/CLIP helpers and flow completer are reused).
+    """
+    b, _, _, h, w = frames.shape
+    dev = frames.device
+    flows_fw, flows_bw = pipe.completer.complete_pair(flows_fw.float(), flows_bw.float(), masks)
+    lat_size = (h // pipe.c.vae_scale_factor, w // pipe.c.vae_scale_factor)
+    flows_fw_l, masks_l = resize_flows_and_masks(flows_fw, masks, lat_size)
+    flows_bw_l, _ = resize_flows_and_masks(flows_bw, None, lat_size)
+    z0 = encode_targets(pipe.c.vae, frames, pipe.cfg.window.decode_chunk_size, pipe.dtype, generator)
+    # Conditioning augmentation: pixel noise of strength sigma_c on the masked frames, told to the UNet as a time id.
+    sigma_c = sample_cond_aug(b, t.cond_aug_mean, t.cond_aug_std, generator=generator, device=dev)  # [B]
+    masked = frames * (1 - masks)
+    noise = torch.randn(masked.shape, generator=generator, device=dev, dtype=masked.dtype)
+    cond_latents = pipe._encode(masked + sigma_c.view(-1, 1, 1, 1, 1) * noise)  # unscaled, distribution mode
+    embeds = pipe._clip_embed(clip_image(t.clip_source, frames, masks, flows_fw, flows_bw))  # [B, 1, D]
+    time_ids = added_time_ids(t.fps, t.motion_bucket_id, sigma_c, b, device=dev)
+    cond = Conditioning(cond_latents, embeds, time_ids, masks_l, flows_fw_l, flows_bw_l)
+    drop_e, drop_l = cfg_dropout(torch.rand(b, generator=generator, device=dev), t.drop_image_embeds,
+                                 t.drop_cond_latents, t.drop_both)
+    return z0, cond.drop(drop_e, drop_l)
+
+
+# --- validation -----------------------------------------------------------------------------------
+def inference_config(cfg: DictConfig) -> DictConfig:
+    """InferenceConfig matching the training setup (canvas = data.size, same micro-conditioning and clip source)."""
+    from fffvdi.inference_config import InferenceConfig
+
+    v, t = cfg.validation, cfg.train
+    flow = {k: cfg.flow[k] for k in ("method", "raft_weights", "raft_iters", "completion")}
+    sampling = dict(num_steps=v.num_steps, min_guidance_scale=v.min_guidance_scale, max_guidance_scale=v.max_guidance_scale,
+                    fps=t.fps, motion_bucket_id=t.motion_bucket_id, noise_aug_strength=v.noise_aug_strength,
+                    clip_source=t.clip_source, first_frame_filling=v.first_frame_filling, seed=v.seed)
+    window = dict(height=cfg.data.size[0], width=cfg.data.size[1], num_frames=cfg.data.num_frames,
+                  overlap=min(4, cfg.data.num_frames - 1), decode_chunk_size=t.vae_chunk_size)
+    return OmegaConf.merge(OmegaConf.structured(InferenceConfig),
+                           {"model": cfg.model, "flow": flow, "sampling": sampling, "window": window})
+
+
+def validation_clip(cfg: DictConfig) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 frames `[F, H, W, 3]` and masks `[F, H, W]` in {0, 1}: validation.video/mask or a dataset clip."""
+    v, n = cfg.validation, cfg.data.num_frames
+    if v.video is not None:
+        from fffvdi.config import MaskConfig
+        from fffvdi.io import MaskSource, open_video
+
+        video = open_video(v.video)
+        m = MaskConfig()
+        masks = MaskSource.for_video(v.mask, video, threshold=m.threshold, dilate=m.dilate, resize=m.resize)
+        stop = min(len(video), n)
+        return video.read(0, stop), masks.read(0, stop)
+    clips = build_clip_dataset(cfg, seed=v.seed, augment=False)
+    item = clips[v.clip_index % len(clips)]
+    frames = ((item["frames"] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return frames.permute(0, 2, 3, 1).numpy(), item["masks"][:, 0].to(torch.uint8).numpy()
+
+
+def side_by_side(frames: np.ndarray, masks: np.ndarray, result: np.ndarray) -> np.ndarray:
+    """uint8 `[F, H, 3W, 3]`: masked input (hole in grey) | result | ground truth."""
+    masked = np.where(masks[..., None] > 0, np.uint8(128), frames)
+    return np.concatenate([masked, result, frames], axis=2)
