@@ -39,6 +39,16 @@ def build_flow_fn(flow_cfg: DictConfig, device: torch.device):
     return build_flow_estimator(flow_cfg.method, **kwargs), build_flow_completer(flow_cfg.completion)
 
 
+def clip_source_image(
+    source: str, frames: torch.Tensor, masks: torch.Tensor, flows_fw: torch.Tensor, flows_bw: torch.Tensor
+) -> torch.Tensor:
+    """Image `[B, 3, H, W]` the CLIP embedding sees: frame 0 masked, hole-filled by propagation, or raw."""
+    masked = frames * (1 - masks)
+    if source == "filled":  # frame 0 with its hole filled from later frames by pixel propagation
+        return hard_fill(masked, masks, flows_fw, flows_bw)[0][:, 0]
+    return frames[:, 0] if source == "raw" else masked[:, 0]
+
+
 class FFFVDIPipeline:
     """Inpaints one window: `pipe(frames uint8 [F,H,W,3], masks [F,H,W], generator) -> uint8 [F,H,W,3]`."""
 
@@ -81,7 +91,7 @@ class FFFVDIPipeline:
         return torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
 
     @torch.no_grad()
-    def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
+    def encode_conditioning(self, pixels: torch.Tensor) -> torch.Tensor:
         """VAE latents `[B, F, 4, h, w]` (distribution mode, unscaled as SVD conditions) of `pixels [B, F, 3, H, W]`."""
         b = pixels.shape[0]
         chunk = self.cfg.window.decode_chunk_size
@@ -101,7 +111,7 @@ class FFFVDIPipeline:
         return rearrange(torch.cat(out), "(b f) c h w -> b f c h w", b=b)
 
     @torch.no_grad()
-    def _clip_embed(self, image: torch.Tensor) -> torch.Tensor:
+    def clip_embed(self, image: torch.Tensor) -> torch.Tensor:
         """CLIP image embedding `[B, 1, D]` of `image [B, 3, H, W]` in [-1, 1] (SVD's 224 px preprocessing)."""
         fe = self.c.feature_extractor
         x = F.interpolate((image + 1) / 2, size=(224, 224), mode="bicubic", align_corners=False, antialias=True)
@@ -157,14 +167,9 @@ class FFFVDIPipeline:
         # 3. Conditioning: each frame's masked pixels (+ noise augmentation) VAE-encoded; CLIP of the chosen source.
         masked = video_c * (1 - hole_c)
         cond_pixels = masked + s.noise_aug_strength * self._randn(masked.shape, generator)
-        cond_latents = self._encode(cond_pixels)
-        if s.clip_source == "raw":
-            clip_image = video_c[:, 0]
-        elif s.clip_source == "filled":  # frame 0 with its hole filled from later frames by pixel propagation
-            clip_image = hard_fill(masked, hole_c, flows_fw, flows_bw)[0][:, 0]
-        else:
-            clip_image = masked[:, 0]
-        embeds = self._clip_embed(clip_image)
+        cond_latents = self.encode_conditioning(cond_pixels)
+        clip_image = clip_source_image(s.clip_source, video_c, hole_c, flows_fw, flows_bw)
+        embeds = self.clip_embed(clip_image)
         time_ids = added_time_ids(s.fps, s.motion_bucket_id, s.noise_aug_strength, 1, device=self.device)
         cond = Conditioning(cond_latents, embeds, time_ids, masks_l, flows_fw_l, flows_bw_l)
 

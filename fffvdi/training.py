@@ -15,7 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from fffvdi.edm import Conditioning, added_time_ids, sample_cond_aug
 from fffvdi.errors import ConfigError, InputError
-from fffvdi.propagation.hard_fill import hard_fill, resize_flows_and_masks
+from fffvdi.pipeline import clip_source_image
+from fffvdi.propagation.hard_fill import resize_flows_and_masks
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 CLIP_SOURCES = ("masked", "filled", "raw")
@@ -266,19 +267,6 @@ def cfg_dropout(u: torch.Tensor, p_embeds: float, p_latents: float, p_both: floa
     return both | embeds_only, both | latents_only
 
 
-def clip_image(source: str, frames: torch.Tensor, masks: torch.Tensor, flows_fw: torch.Tensor,
-               flows_bw: torch.Tensor) -> torch.Tensor:
-    """Image `[B, 3, H, W]` the CLIP embedding sees: frame 0 masked, hole-filled by propagation, or raw."""
-    masked = frames * (1 - masks)
-    if source == "masked":
-        return masked[:, 0]
-    if source == "filled":
-        return hard_fill(masked, masks, flows_fw, flows_bw)[0][:, 0]
-    if source == "raw":
-        return frames[:, 0]
-    raise ConfigError(f"train.clip_source={source!r} is unknown; use one of {', '.join(CLIP_SOURCES)}")
-
-
 @torch.no_grad()
 def encode_targets(vae: Any, frames: torch.Tensor, chunk: int, dtype: torch.dtype,
                    generator: torch.Generator | None = None) -> torch.Tensor:
@@ -306,8 +294,8 @@ def encode_batch(pipe: Any, frames: torch.Tensor, masks: torch.Tensor, flows_fw:
     sigma_c = sample_cond_aug(b, t.cond_aug_mean, t.cond_aug_std, generator=generator, device=dev)  # [B]
     masked = frames * (1 - masks)
     noise = torch.randn(masked.shape, generator=generator, device=dev, dtype=masked.dtype)
-    cond_latents = pipe._encode(masked + sigma_c.view(-1, 1, 1, 1, 1) * noise)  # unscaled, distribution mode
-    embeds = pipe._clip_embed(clip_image(t.clip_source, frames, masks, flows_fw, flows_bw))  # [B, 1, D]
+    cond_latents = pipe.encode_conditioning(masked + sigma_c.view(-1, 1, 1, 1, 1) * noise)  # unscaled, distribution mode
+    embeds = pipe.clip_embed(clip_source_image(t.clip_source, frames, masks, flows_fw, flows_bw))  # [B, 1, D]
     time_ids = added_time_ids(t.fps, t.motion_bucket_id, sigma_c, b, device=dev)
     cond = Conditioning(cond_latents, embeds, time_ids, masks_l, flows_fw_l, flows_bw_l)
     drop_e, drop_l = cfg_dropout(torch.rand(b, generator=generator, device=dev), t.drop_image_embeds,

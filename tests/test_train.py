@@ -22,13 +22,10 @@ import train as train_script  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _fresh_accelerate_state():
-    """Tiny ops run fastest on one thread; accelerate's singletons must not leak between in-process runs."""
+    """Accelerate's singletons must not leak between in-process runs."""
     from accelerate.state import AcceleratorState, GradientState
 
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield
-    torch.set_num_threads(n)
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
 
