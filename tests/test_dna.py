@@ -161,3 +161,19 @@ def test_cost_at_svd_width():
     per_pixel = (counter.get_total_flops() + deform * h * w) / (f * h * w)
     # SVD-XT UNet: about 279.5 MFLOP per latent pixel and frame (FlopCounterMode, 25 x 72 x 128 latents).
     assert per_pixel < 0.10 * 279.5e6
+
+
+def test_half_precision_and_autocast_run(randomise_dna):
+    """bfloat16 weights and CPU autocast both work (deform_conv2d has no bf16 kernel; it runs in float32)."""
+    torch.manual_seed(0)
+    dna = DeformableNoiseAlignment(channels=32, hidden=16, deform_groups=4)
+    randomise_dna(dna)
+    feats, masks = torch.randn(1, 3, 32, 6, 6), (torch.rand(1, 3, 1, 6, 6) > 0.5).float()
+    fw, bw = torch.randn(1, 2, 2, 6, 6), torch.randn(1, 2, 2, 6, 6)
+    ref = dna(feats, masks, fw, bw)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = dna(feats, masks, fw, bw)
+    half = dna.to(torch.bfloat16)(feats.bfloat16(), masks.bfloat16(), fw, bw)
+    assert half.dtype == torch.bfloat16
+    assert torch.allclose(auto.float(), ref, atol=0.1, rtol=0.05)
+    assert torch.allclose(half.float(), ref, atol=0.1, rtol=0.05)

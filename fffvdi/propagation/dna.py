@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
-from torchvision.ops import DeformConv2d
+from torchvision.ops import DeformConv2d, deform_conv2d
 
 from fffvdi.errors import ConfigError, InputError
 from fffvdi.flow.warp import fb_consistency, flow_warp
@@ -58,7 +58,17 @@ class FlowGuidedDeformAlign(nn.Module):
         # and tile it over every group and tap.
         flow_yx = flow.flip(1).repeat(1, taps, 1, 1)  # [N, 2 * taps, h, w]
         offset = self.max_residue * torch.tanh(delta) + flow_yx
-        return self.deform(neighbour, offset, mask=torch.sigmoid(logits))
+        mask = torch.sigmoid(logits)
+        if neighbour.dtype == torch.float32 and not torch.is_autocast_enabled(neighbour.device.type):
+            return self.deform(neighbour, offset, mask=mask)
+        # torchvision's deform_conv2d has no bfloat16 kernel (and autocast may hand it mixed dtypes): run it in float32.
+        with torch.autocast(device_type=neighbour.device.type, enabled=False):
+            d = self.deform
+            out = deform_conv2d(
+                neighbour.float(), offset.float(), d.weight.float(), d.bias.float() if d.bias is not None else None,
+                stride=d.stride, padding=d.padding, dilation=d.dilation, mask=mask.float(),
+            )
+        return out.to(neighbour.dtype)
 
 
 class DeformableNoiseAlignment(nn.Module):
