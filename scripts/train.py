@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> TrainResult:
 
     # Setup accelerator (DDP / DeepSpeed / single device come from `accelerate launch`), run folder, seeds, logging.
     accelerator = Accelerator(
+        # Without a GPU, say so: only then does a multi-process launch form one CPU (gloo) group.
+        cpu=cfg.model.device == "cpu" or not torch.cuda.is_available(),
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         mixed_precision=t.mixed_precision,
         log_with=None if cfg.logging.report_to == "none" else cfg.logging.report_to,

@@ -247,17 +247,18 @@ def test_flow_cache_reads_back_and_separates_flipped_clips(tmp_path):
 
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu(setup, tmp_path):
-    """Real 2-process DDP (gloo). accelerate 1.15's `launch --cpu` starts a single process unless mpirun is set up,
-    so the processes are started by torchrun, exactly as `accelerate launch --multi_gpu` does on GPUs."""
+    """Real 2-process DDP over gloo through accelerate. accelerate 1.15's `launch --cpu` starts one process unless
+    mpirun is set up; `launch --multi_gpu` on a machine without GPUs starts N CPU processes (MULTI_CPU)."""
     base, overrides = setup
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "true"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29531",
            str(ROOT / "scripts/train.py"), "--config", str(ROOT / "configs/train_tiny.yaml"), *overrides,
            f"checkpoint.output_dir={out}", "train.max_steps=2", "checkpoint.every_steps=2", "validation.every_steps=2"]
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "2 process(es)" in proc.stderr
+    assert "2 process(es)" in proc.stderr, proc.stderr[-4000:]
     assert (out / "unet" / "propagation.safetensors").is_file()
     assert (out / "checkpoint-2" / "unet" / "config.json").is_file()
     assert (out / "validation" / "step-2.mp4").is_file()
