@@ -1,0 +1,372 @@
+"""Speed and memory benchmarks: `python scripts/benchmark.py [--preset tiny|svd-xt] [--device cpu|cuda]
+[--out FILE.json] [--only section,...] [--repeats N]`.
+
+Sections: unet_step (FFF-VDI UNet vs the plain SVD UNet with the same weights vs the DNA module alone),
+flow (estimation and completion), vae (encode, chunked decode), inference (whole pipeline per output frame and
+peak memory, each case in a fresh subprocess), train_step (EDM loss forward + backward + AdamW step),
+data_loader (clips/s). Timings are medians of --repeats runs after --warmup runs. All weights are random:
+speed does not depend on their values. Prints a markdown table and writes JSON with machine, versions, commit.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # random weights only: never touch the network
+
+import numpy as np
+import torch
+
+from fffvdi import benchmarking as bm
+
+SECTIONS = ("unet_step", "flow", "vae", "inference", "train_step", "data_loader")
+CASE_TAG = "BENCH_CASE_RESULT "
+REPO = Path(__file__).resolve().parents[1]
+
+
+def defaults(preset: str, device: str) -> dict:
+    """Sizes per preset and device; CPU ones are cut so a run takes minutes on a small CPU."""
+    if device == "cuda":
+        return dict(sections=SECTIONS, frames=25, height=256, width=512, flow_frames=25, steps=25, chunk=8,
+                    cases="25x256x512,25x576x1024,200x256x512", input_size=None, data_clips=16, repeats=3)
+    if preset == "svd-xt":  # a real-size UNet step at 4 frames takes ~40 s on one busy core: this section only
+        return dict(sections=("unet_step",), frames=4, height=256, width=512, flow_frames=2, steps=2, chunk=2,
+                    cases="25x256x512,200x256x512", input_size=None, data_clips=8, repeats=2)
+    # Tiny on CPU: real 256x512 (HxW) frames, few of them; inference on a 64x128 canvas fed 256x512 input frames, so
+    # a run that kept the whole video in memory would show in the 200- vs 25-frame peak.
+    return dict(sections=SECTIONS, frames=4, height=256, width=512, flow_frames=2, steps=4, chunk=4,
+                cases="25x64x128,200x64x128", input_size="256x512", data_clips=8, repeats=3)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=bm.PRESETS, default="tiny", help="tiny random SVD or SVD-XT's real architecture")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
+                   help="default: float16 on cuda, float32 on cpu")
+    p.add_argument("--out", default=None, help="JSON file to write (default: print only)")
+    p.add_argument("--only", default=None, help=f"comma-separated sections out of {','.join(SECTIONS)}")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed runs per measurement, median reported (default 3; svd-xt on cpu 2)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs before timing")
+    p.add_argument("--frames", type=int, default=None, help="frames for unet_step / vae / train_step (>= 2)")
+    p.add_argument("--height", type=int, default=None, help="pixel height there and in flow, data_loader (x64)")
+    p.add_argument("--width", type=int, default=None, help="pixel width of those sections (multiple of 64)")
+    p.add_argument("--batch", type=int, default=1, help="UNet batch (2 = one classifier-free-guided step)")
+    p.add_argument("--flow-frames", type=int, default=None, help="frames of the flow section (pairs = frames - 1)")
+    p.add_argument("--raft-iters", type=int, default=20, help="RAFT refinement iterations (recipe: 20)")
+    p.add_argument("--chunk", type=int, default=None, help="VAE encode/decode chunk size in frames")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps in the inference section")
+    p.add_argument("--cases", default=None, help="inference cases FRAMESxHEIGHTxWIDTH,...; window 25, overlap 4")
+    p.add_argument("--input-size", default=None, help="HxW of inference input frames (default: canvas)")
+    p.add_argument("--window", type=int, default=25, help="frames per inference window")
+    p.add_argument("--clip-frames", type=int, default=25, help="frames per clip in data_loader (training clip length)")
+    p.add_argument("--data-clips", type=int, default=None, help="clips per data-loader epoch")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    p.add_argument("--grad-ckpt", action="store_true", help="gradient checkpointing in train_step")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's; 1 is steadier on a busy CPU)")
+    p.add_argument("--_case", default=None, help=argparse.SUPPRESS)  # internal: one inference case in this process
+    args = p.parse_args(argv)
+    for key, value in defaults(args.preset, args.device).items():
+        if key not in ("sections", "input_size") and getattr(args, key) is None:
+            setattr(args, key, value)
+    sections = args.only.split(",") if args.only else list(defaults(args.preset, args.device)["sections"])
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        p.error(f"--only: unknown section(s) {unknown}; choose from {','.join(SECTIONS)}")
+    if args.height % 64 or args.width % 64:
+        p.error(f"--height {args.height} and --width {args.width} must be multiples of 64 (SVD's latent grid)")
+    args.sections = sections
+    if args.input_size is None:
+        args.input_size = defaults(args.preset, args.device)["input_size"]
+    try:
+        args.case_list = [parse_sizes(c, 3, "--cases entry") for c in args.cases.split(",")]
+        args.input_hw = parse_sizes(args.input_size, 2, "--input-size") if args.input_size else None
+    except ValueError as err:
+        p.error(str(err))
+    if min(args.frames, args.flow_frames) < 2 or args.clip_frames < 1:
+        p.error("--frames and --flow-frames need >= 2 (flows join neighbouring frames), --clip-frames >= 1")
+    if args.window <= 4:
+        p.error(f"--window {args.window} must exceed the overlap of 4 frames")
+    if args.dtype is None:
+        args.dtype = "float16" if args.device == "cuda" else "float32"
+    return args
+
+
+def parse_sizes(text: str, parts: int, what: str) -> list[int]:
+    """'25x256x512' -> [25, 256, 512]; ValueError naming `what` otherwise."""
+    values = text.lower().split("x")
+    if len(values) != parts or not all(v.isdigit() and int(v) > 0 for v in values):
+        raise ValueError(f"{what} {text!r} must be {parts} positive integers joined by 'x'")
+    return [int(v) for v in values]
+
+
+def latent_conditions(b: int, f: int, h: int, w: int, lat: int, device: torch.device):
+    """Masks `[B, F, 1, h, w]` (moving rectangle) and smooth flows `[B, F-1, 2, h, w]` at latent size."""
+    masks = bm.SyntheticVideo(f, h * lat, w * lat).read_masks(0, f)[:, ::lat, ::lat]  # nearest downscale
+    masks = torch.from_numpy(np.ascontiguousarray(masks)).float()[None, :, None].repeat(b, 1, 1, 1, 1)
+    g = torch.Generator().manual_seed(1)
+    flows_fw = 0.25 + 0.1 * torch.randn(b, f - 1, 2, h, w, generator=g)  # ~2 px per frame in pixel units / 8
+    return masks.to(device), flows_fw.to(device), (-flows_fw).to(device)
+
+
+def bench_unet_step(args, device: torch.device, dtype: torch.dtype, rep: bm.Report) -> None:
+    """One denoising step: FFF-VDI UNet, plain SVD UNet (propagation skipped), DNA module alone."""
+    comps = bm.build_components(args.preset, device, dtype, parts=("unet",))
+    unet = comps.unet
+    b, f, h, w = args.batch, args.frames, args.height // 8, args.width // 8
+    g = torch.Generator().manual_seed(0)
+    sample = torch.randn(b, f, 8, h, w, generator=g).to(device, dtype)
+    embeds = torch.randn(b, 1, unet.config.cross_attention_dim, generator=g).to(device, dtype)
+    ids = torch.tensor([[7.0, 127.0, 0.02]]).repeat(b, 1).to(device, dtype)
+    timestep = torch.full((b,), 0.25 * math.log(10.0)).to(device, dtype)  # c_noise at sigma 10
+    masks, fw, bw = latent_conditions(b, f, h, w, 8, device)
+    feats = torch.randn(b, f, unet.propagation.config["channels"], h, w, generator=g).to(device, dtype)
+    bm.reset_cuda_peak(device)
+    with torch.no_grad():
+        t = bm.time_interleaved(dict(
+            fffvdi=lambda: unet(sample, timestep, embeds, ids, masks, fw, bw),
+            plain=lambda: unet(sample, timestep, embeds, ids),  # masks/flows None: the hook is a no-op
+            dna=lambda: unet.propagation(feats, masks, fw, bw),
+        ), args.repeats, args.warmup, device)
+    shape = f"{b}x{f}x8x{h}x{w}"
+    full = rep.timing("unet_step", "fffvdi_unet", t["fffvdi"], shape=shape, dtype=args.dtype)
+    plain = rep.timing("unet_step", "plain_svd_unet", t["plain"], shape=shape, dtype=args.dtype)
+    dna = rep.timing("unet_step", "dna_module_alone", t["dna"], shape=f"{b}x{f}x{feats.shape[2]}x{h}x{w}")
+    rep.add("unet_step", "propagation_overhead", 100.0 * (full / plain - 1.0), "%", note="fffvdi/plain - 1")
+    rep.add("unet_step", "dna_over_unet", 100.0 * dna / plain, "%", note="dna alone / plain UNet")
+    rep.add("unet_step", "unet_params", bm.count_params_m(unet.unet), "M")
+    rep.add("unet_step", "dna_params", bm.count_params_m(unet.propagation), "M")
+    rep.add("unet_step", "cuda_peak", bm.cuda_peak_mb(device), "MiB")
+
+
+def bench_flow(args, device: torch.device, rep: bm.Report) -> None:
+    """Flow estimation (both directions) and completion per frame pair at the section's size."""
+    from fffvdi.flow.completion import build_flow_completer
+    from fffvdi.flow.estimators import DISFlow, RAFTFlow
+
+    f, size = args.flow_frames, f"{args.height}x{args.width}"
+    video = bm.SyntheticVideo(f, args.height, args.width)
+    frames = torch.from_numpy(video.read_frames(0, f)).permute(0, 3, 1, 2)[None].float().div(255).to(device)
+    masks = torch.from_numpy(video.read_masks(0, f)).float()[None, :, None].to(device)  # [1, F, 1, H, W]
+    estimators = dict(dis=DISFlow("medium"))
+    for variant in ("small", "large"):  # random weights: RAFT's cost is the same as with trained ones
+        estimators[f"raft_{variant}"] = RAFTFlow(variant, random_init=True, iters=args.raft_iters, device=device)
+    for name, est in estimators.items():
+        # On CPU nothing is compiled or autotuned on a first call, and a RAFT run there takes seconds: no warm-up.
+        warmup = 0 if device.type == "cpu" and name != "dis" else args.warmup
+        t = bm.time_fn(lambda: est(frames), args.repeats, warmup, device)
+        rep.timing("flow", name, t, per=f - 1, unit="ms/frame", size=size, note="fw+bw flow of one frame pair",
+                   **({"iters": args.raft_iters} if name != "dis" else {}))
+    fw, bw = estimators["dis"](frames)
+    for name in ("smooth", "cv2_inpaint"):
+        completer = build_flow_completer(name)
+        t = bm.time_fn(lambda: completer.complete_pair(fw, bw, masks), args.repeats, args.warmup, device)
+        rep.timing("flow", f"completion_{name}", t, per=f - 1, unit="ms/frame", size=size, note="fw+bw")
+
+
+def bench_vae(args, device: torch.device, dtype: torch.dtype, rep: bm.Report) -> None:
+    """VAE encode and chunked temporal decode per frame."""
+    vae = bm.build_components(args.preset, device, dtype, parts=("vae",)).vae
+    f, chunk = args.frames, args.chunk
+    video = bm.SyntheticVideo(f, args.height, args.width)
+    x = torch.from_numpy(video.read_frames(0, f)).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device, dtype)
+    bm.reset_cuda_peak(device)
+    with torch.no_grad():
+        encode = lambda: torch.cat([vae.encode(p).latent_dist.mode() for p in x.split(chunk)])  # noqa: E731
+        z = encode() / vae.config.scaling_factor
+        decode = lambda: [vae.decode(p, num_frames=p.shape[0]).sample for p in z.split(chunk)]  # noqa: E731
+        t = bm.time_interleaved(dict(encode=encode, decode=decode), args.repeats, args.warmup, device)
+    size = f"{args.height}x{args.width}"
+    rep.timing("vae", "encode", t["encode"], per=f, unit="ms/frame", size=size, chunk=chunk)
+    rep.timing("vae", "decode", t["decode"], per=f, unit="ms/frame", size=size, chunk=chunk)
+    rep.add("vae", "vae_params", bm.count_params_m(vae), "M")
+    rep.add("vae", "cuda_peak", bm.cuda_peak_mb(device), "MiB")
+
+
+def bench_train_step(args, device: torch.device, rep: bm.Report) -> None:
+    """EDM loss forward + backward + AdamW step on the FFF-VDI UNet (temporal layers + DNA trainable)."""
+    from fffvdi.edm import Conditioning, EDMDenoiser
+    from fffvdi.train_config import DEFAULT_TRAINABLE
+    from fffvdi.training import select_trainable
+
+    unet = bm.build_components(args.preset, device, torch.float32, parts=("unet",)).unet
+    params = select_trainable(unet, DEFAULT_TRAINABLE)
+    unet.train()
+    if args.grad_ckpt:
+        unet.enable_gradient_checkpointing()
+    opt = torch.optim.AdamW(params, lr=1e-5, betas=(0.9, 0.999), weight_decay=1e-2)
+    denoiser = EDMDenoiser(unet)
+    b, f, h, w = 1, args.frames, args.height // 8, args.width // 8
+    g = torch.Generator().manual_seed(0)
+    z0 = torch.randn(b, f, 4, h, w, generator=g).to(device)
+    masks, fw, bw = latent_conditions(b, f, h, w, 8, device)
+    cond = Conditioning(torch.randn(b, f, 4, h, w, generator=g).to(device),
+                        torch.randn(b, 1, unet.config.cross_attention_dim, generator=g).to(device),
+                        torch.tensor([[7.0, 127.0, 0.05]], device=device), masks, fw, bw)
+    half = device.type == "cuda" and args.dtype != "float32"  # mixed precision on GPU (fp32 master weights)
+    amp_dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=half and amp_dtype == torch.float16)
+    noise_gen = torch.Generator(device).manual_seed(0)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=half):
+            loss, _ = denoiser.loss(z0, cond, generator=noise_gen)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    bm.reset_cuda_peak(device)
+    t = bm.time_fn(step, args.repeats, args.warmup, device)
+    rep.timing("train_step", "forward_backward_adamw", t, shape=f"1x{f}x8x{h}x{w}",
+               precision=f"amp-{args.dtype}" if half else "float32", grad_ckpt=args.grad_ckpt)
+    rep.add("train_step", "trainable_params", sum(p.numel() for p in params) / 1e6, "M")
+    rep.add("train_step", "cuda_peak", bm.cuda_peak_mb(device), "MiB")
+
+
+def bench_data_loader(args, rep: bm.Report) -> None:
+    """VideoClipDataset clips/s on a synthetic YouTube-VOS-layout dataset written to a temp dir."""
+    from fffvdi.data.synthetic import make_synthetic_dataset
+    from fffvdi.data.youtube_vos import VideoClipDataset
+
+    f, size = args.clip_frames, (args.height, args.width)
+    with tempfile.TemporaryDirectory() as tmp:
+        make_synthetic_dataset(tmp, num_videos=3, num_frames=f + 5, size=size, num_short=0)
+        ds = VideoClipDataset(tmp, num_frames=f, size=size, samples_per_epoch=args.data_clips)
+        loader = torch.utils.data.DataLoader(
+            ds, batch_size=1, num_workers=args.workers, persistent_workers=args.workers > 0
+        )
+        t = bm.time_fn(lambda: [None for _ in loader], args.repeats, args.warmup)
+        rep.add("data_loader", "clips_per_s", args.data_clips / t.median_s, "clips/s", frames=f,
+                size=f"{size[0]}x{size[1]}", workers=args.workers, clips_per_epoch=args.data_clips)
+
+
+def run_case(spec: dict) -> dict:
+    """One inference case in this (fresh) process: build, warm up one window, time run_windows, report memory."""
+    from fffvdi.config import load_config
+    from fffvdi.inference_config import InferenceConfig
+    from fffvdi.long_video import plan_windows, run_windows
+    from fffvdi.pipeline import FFFVDIPipeline
+
+    device, dtype = torch.device(spec["device"]), getattr(torch, spec["dtype"])
+    total, h, w, window = spec["total"], spec["height"], spec["width"], spec["window"]
+    comps = bm.build_components(spec["preset"], device, dtype)
+    cfg = load_config(InferenceConfig, None, [
+        f"window.height={h}", f"window.width={w}", f"window.num_frames={window}", f"window.overlap={spec['overlap']}",
+        f"window.decode_chunk_size={spec['chunk']}", f"sampling.num_steps={spec['steps']}", "flow.method=dis",
+        f"model.device={spec['device']}",
+    ])
+    pipe = FFFVDIPipeline(comps, cfg, device, dtype)
+    process = lambda fr, m, g: pipe(fr, m, g)  # noqa: E731
+    video = bm.SyntheticVideo(total, *(spec["input_size"] or (h, w)))
+    n = min(window, total)
+    process(video.read_frames(0, n), video.read_masks(0, n), torch.Generator().manual_seed(0))  # warm-up window
+    written = []
+    bm.reset_cuda_peak(device)
+    build_peak = bm.process_peak_rss_mb()  # read first: the reset below also resets getrusage's maxrss on Linux
+    kernel_peak = bm.reset_peak_rss()  # the peak of the warm-up (and of the build) must not mask this run's
+    runs = []
+    with bm.RSSSampler() as rss:
+        for _ in range(spec["repeats"] if total <= window else 1):  # a long video is many windows already
+            written.clear()
+            bm.sync(device)
+            start = time.perf_counter()
+            run_windows(process, video.read_frames, video.read_masks, total, lambda i, fr: written.append(len(fr)),
+                        window, spec["overlap"], progress=False)
+            bm.sync(device)
+            runs.append(time.perf_counter() - start)
+    if sum(written) != total:
+        raise RuntimeError(f"run_windows wrote {sum(written)} frames for a {total}-frame video")
+    return dict(s_per_frame=bm.Timing(runs).median_s / total, runs=len(runs),
+                windows=len(plan_windows(total, window, spec["overlap"])),
+                peak_rss_process_mb=max(build_peak, bm.process_peak_rss_mb()),
+                peak_rss_run_mb=bm.peak_rss_since_reset_mb() if kernel_peak else rss.peak_mb,
+                peak_rss_run_source="VmHWM" if kernel_peak else "sampled", cuda_peak_mb=bm.cuda_peak_mb(device))
+
+
+def bench_inference(args, rep: bm.Report) -> None:
+    """Whole inference per output frame and peak memory; every case in a fresh subprocess (independent peaks)."""
+    by_size: dict[str, dict[int, dict]] = {}
+    for total, h, w in args.case_list:
+        spec = dict(preset=args.preset, device=args.device, dtype=args.dtype, total=total, height=h, width=w,
+                    window=args.window, overlap=4, chunk=args.chunk, steps=args.steps, repeats=args.repeats,
+                    input_size=args.input_hw)
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--_case", json.dumps(spec)] + (
+            ["--threads", str(args.threads)] if args.threads else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(CASE_TAG)]
+        if proc.returncode != 0 or not lines:
+            raise RuntimeError(f"inference case {total}x{h}x{w} failed: {proc.stderr.strip().splitlines()[-1:]}")
+        res = json.loads(lines[-1][len(CASE_TAG):])
+        name = f"{total}f_{h}x{w}"
+        detail = dict(steps=args.steps, window=args.window, windows=res["windows"], input=args.input_size or f"{h}x{w}")
+        rep.add("inference", f"{name}_time", res["s_per_frame"], "s/frame", runs=res["runs"], **detail)
+        rep.add("inference", f"{name}_peak_rss", res["peak_rss_process_mb"], "MiB", note="process lifetime")
+        rep.add("inference", f"{name}_peak_rss_run", res["peak_rss_run_mb"], "MiB", source=res["peak_rss_run_source"],
+                note="peak during the timed runs (after model build and warm-up)")
+        if res["cuda_peak_mb"] is not None:
+            rep.add("inference", f"{name}_cuda_peak", res["cuda_peak_mb"], "MiB")
+        by_size.setdefault(f"{h}x{w}", {})[total] = res
+    for size, res in by_size.items():  # memory growth with video length at the same canvas
+        short = res.get(min(res))
+        for total, r in res.items():
+            if total > min(res):
+                key = "cuda_peak_mb" if r["cuda_peak_mb"] is not None else "peak_rss_run_mb"
+                name = f"{total}f_over_{min(res)}f_{size}"
+                rep.add("inference", f"memory_ratio_{name}", r[key] / short[key], "x", metric=key, target="<= 1.2")
+                rep.add("inference", f"memory_growth_{name}", r[key] - short[key], "MiB", metric=key)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args._case is not None:
+        print(CASE_TAG + json.dumps(run_case(json.loads(args._case))), flush=True)
+        return 0
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but torch.cuda.is_available() is False; use --device cpu", file=sys.stderr)
+        return 2
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    meta = dict(machine=bm.machine_info(device), versions=bm.versions(), git=bm.git_info(REPO),
+                load_average_start=os.getloadavg(), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    rep = bm.Report()
+    runners = dict(
+        unet_step=lambda: bench_unet_step(args, device, dtype, rep), flow=lambda: bench_flow(args, device, rep),
+        vae=lambda: bench_vae(args, device, dtype, rep), inference=lambda: bench_inference(args, rep),
+        train_step=lambda: bench_train_step(args, device, rep), data_loader=lambda: bench_data_loader(args, rep),
+    )
+    started = time.perf_counter()
+    for section in args.sections:
+        t0 = time.perf_counter()
+        fresh = device.type == "cpu" and bm.reset_peak_rss()
+        runners[section]()
+        if fresh and section != "inference":  # inference cases report their own subprocess peaks
+            rep.add(section, "peak_rss", bm.peak_rss_since_reset_mb(), "MiB", note="whole process, during this section")
+        print(f"[{section}] done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    meta.update(load_average_end=os.getloadavg(), total_s=round(time.perf_counter() - started, 1))
+    settings = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    out = dict(settings=settings, **meta, notes=[
+        "weights are random (speed does not depend on their values)",
+        "timings: median of `repeats` runs after `warmup` runs; CPU numbers are noisy when the machine is shared "
+        "(see load_average_*)",
+    ], results=rep.results)
+    print(rep.table())
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
