@@ -164,7 +164,14 @@ def test_propagate_method_recovers_hidden_texture(tmp_path):
     assert len(result) == 12 and min(scores) > 35.0
 
 
-@pytest.mark.parametrize("extra", [["sampling.fill_source=inversion", "sampling.inversion_steps=2"], ["sampling.clip_source=filled"]])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["sampling.fill_source=inversion", "sampling.inversion_steps=2"],
+        ["sampling.clip_source=filled", "output.feather=3"],
+        ["memory.offload=model", "memory.forward_chunk_size=1", "memory.attention=default", "model.dtype=bfloat16"],
+    ],
+)
 def test_pipeline_options_run(tmp_path, tiny_svd_dir, extra):
     frames_dir, masks_dir = _write_clip(tmp_path / "in", 4, 32, 32)
     out = tmp_path / "o"
