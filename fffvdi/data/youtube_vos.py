@@ -13,7 +13,7 @@ from PIL import Image
 
 from fffvdi.data.masks import MaskGenerator
 from fffvdi.errors import ConfigError, InputError
-from fffvdi.io.video import list_images, natural_key
+from fffvdi.io.video import list_images, natural_key, read_id_list
 
 logger = logging.getLogger(__name__)
 
@@ -91,10 +91,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
             raise InputError(f"dataset root {self.root} has no JPEGImages/ folder; expected layout {LAYOUT}")
         if video_list is not None:
             list_path = Path(video_list)
-            if not list_path.is_file():
-                raise InputError(f"video_list {list_path} does not exist; give a text file with one video id per line")
-            lines = [ln.strip() for ln in list_path.read_text(encoding="utf-8").splitlines()]
-            ids = [ln for ln in lines if ln and not ln.startswith("#")]
+            ids = read_id_list(list_path)
             missing = [v for v in ids if not (image_dir / v).is_dir()]
             if missing:
                 raise InputError(f"video_list {list_path} names {len(missing)} videos missing under {image_dir}, e.g. {missing[0]!r}")

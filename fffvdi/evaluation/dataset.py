@@ -23,7 +23,7 @@ import numpy as np
 
 from fffvdi.errors import InputError
 from fffvdi.io import MaskSource, list_images, natural_key
-from fffvdi.io.video import read_image
+from fffvdi.io.video import read_id_list, read_image
 
 FRAME_DIRS = ("JPEGImages", "JPEGImages_432_240")  # first that exists wins
 MASK_DIR = "test_masks"
@@ -72,10 +72,7 @@ def list_videos(root: str | Path, video_list: str | Path | None = None) -> list[
         raise InputError(f"no masks folder {masks_dir}; the test layout needs {MASK_DIR}/<video>/*.png")
     if video_list is not None:
         path = Path(video_list)
-        if not path.is_file():
-            raise InputError(f"video list not found: {path}; pass a text file with one video id per line")
-        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-        names = [ln for ln in lines if ln and not ln.startswith("#")]
+        names = read_id_list(path)
         if len(set(names)) != len(names):
             dup = next(n for n in names if names.count(n) > 1)
             raise InputError(f"video list {path} names {dup!r} twice; list each video once")

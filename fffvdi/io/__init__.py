@@ -12,6 +12,7 @@ from fffvdi.io.video import (
     load_video,
     natural_key,
     open_video,
+    read_id_list,
 )
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "natural_key",
     "open_video",
     "png_name",
+    "read_id_list",
     "prepare_output_dir",
     "write_video",
 ]

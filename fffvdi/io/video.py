@@ -26,6 +26,15 @@ def natural_key(name: str) -> tuple:
     return tuple((0, int(p), p) if i % 2 else (1, p.lower(), p) for i, p in enumerate(parts))
 
 
+def read_id_list(path: str | Path) -> list[str]:
+    """Video ids from a text file, one per line; blank lines and '#' comments are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"video list not found: {path}; pass a text file with one video id per line")
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    return [ln for ln in lines if ln and not ln.startswith("#")]
+
+
 def list_images(folder: Path) -> list[Path]:
     """Image files (jpg/jpeg/png, any case) directly inside `folder`, naturally sorted."""
     files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
