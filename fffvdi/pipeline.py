@@ -110,6 +110,20 @@ class FFFVDIPipeline:
             out = [vae.decode(part.to(self.dtype), num_frames=part.shape[0]).sample.float() for part in flat.split(chunk)]
         return rearrange(torch.cat(out), "(b f) c h w -> b f c h w", b=b)
 
+    def complete_flows(
+        self, flows_fw: torch.Tensor, flows_bw: torch.Tensor, masks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Complete pixel flows `[B, F-1, 2, H, W]` inside `masks [B, F, 1, H, W]`; also return them at latent size.
+
+        Returns (flows_fw, flows_bw) completed, then (flows_fw, flows_bw, masks) at latent resolution, flows
+        rescaled to latent pixels and masks resized with nearest.
+        """
+        flows_fw, flows_bw = self.completer.complete_pair(flows_fw.float(), flows_bw.float(), masks)
+        lat_size = (masks.shape[-2] // self.c.vae_scale_factor, masks.shape[-1] // self.c.vae_scale_factor)
+        flows_fw_l, masks_l = resize_flows_and_masks(flows_fw, masks, lat_size)
+        flows_bw_l, _ = resize_flows_and_masks(flows_bw, None, lat_size)
+        return flows_fw, flows_bw, flows_fw_l, flows_bw_l, masks_l
+
     @torch.no_grad()
     def clip_embed(self, image: torch.Tensor) -> torch.Tensor:
         """CLIP image embedding `[B, 1, D]` of `image [B, 3, H, W]` in [-1, 1] (SVD's 224 px preprocessing)."""
@@ -158,11 +172,7 @@ class FFFVDIPipeline:
         hole_c = (to_canvas(hole, place, nearest=True) > 0.5).float()
 
         # 2. Flows on the frames, completed inside the masks, then taken to latent resolution.
-        flows_fw, flows_bw = self.flow_fn((video_c + 1) / 2)
-        flows_fw, flows_bw = self.completer.complete_pair(flows_fw, flows_bw, hole_c)
-        lat_size = (cfg.window.height // self.c.vae_scale_factor, cfg.window.width // self.c.vae_scale_factor)
-        flows_fw_l, masks_l = resize_flows_and_masks(flows_fw, hole_c, lat_size)
-        flows_bw_l, _ = resize_flows_and_masks(flows_bw, hole_c, lat_size)
+        flows_fw, flows_bw, flows_fw_l, flows_bw_l, masks_l = self.complete_flows(*self.flow_fn((video_c + 1) / 2), hole_c)
 
         # 3. Conditioning: each frame's masked pixels (+ noise augmentation) VAE-encoded; CLIP of the chosen source.
         masked = video_c * (1 - hole_c)

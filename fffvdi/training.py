@@ -16,7 +16,6 @@ from omegaconf import DictConfig, OmegaConf
 from fffvdi.edm import Conditioning, added_time_ids, sample_cond_aug
 from fffvdi.errors import ConfigError, InputError
 from fffvdi.pipeline import clip_source_image
-from fffvdi.propagation.hard_fill import resize_flows_and_masks
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 CLIP_SOURCES = ("masked", "filled", "raw")
@@ -283,12 +282,9 @@ def encode_batch(pipe: Any, frames: torch.Tensor, masks: torch.Tensor, flows_fw:
     frames `[B, F, 3, H, W]` in [-1, 1]; masks `[B, F, 1, H, W]` (1 = hole); raw pixel flows `[B, F-1, 2, H, W]`.
     `pipe` is an FFFVDIPipeline (its VAE/CLIP helpers and flow completer are reused).
     """
-    b, _, _, h, w = frames.shape
+    b = frames.shape[0]
     dev = frames.device
-    flows_fw, flows_bw = pipe.completer.complete_pair(flows_fw.float(), flows_bw.float(), masks)
-    lat_size = (h // pipe.c.vae_scale_factor, w // pipe.c.vae_scale_factor)
-    flows_fw_l, masks_l = resize_flows_and_masks(flows_fw, masks, lat_size)
-    flows_bw_l, _ = resize_flows_and_masks(flows_bw, None, lat_size)
+    flows_fw, flows_bw, flows_fw_l, flows_bw_l, masks_l = pipe.complete_flows(flows_fw, flows_bw, masks)
     z0 = encode_targets(pipe.c.vae, frames, pipe.cfg.window.decode_chunk_size, pipe.dtype, generator)
     # Conditioning augmentation: pixel noise of strength sigma_c on the masked frames, told to the UNet as a time id.
     sigma_c = sample_cond_aug(b, t.cond_aug_mean, t.cond_aug_std, generator=generator, device=dev)  # [B]

@@ -1,6 +1,6 @@
 """Evaluation harness of the STTN / E2FGVI / ProPainter protocol (PSNR, SSIM, VFID, E_warp) on DAVIS / YouTube-VOS."""
 from fffvdi.evaluation.dataset import (
-    DEFAULT_DILATE, DEFAULT_SIZE, EvalVideo, composite, list_videos, load_eval_video, parse_size, read_result_frames,
+    DEFAULT_DILATE, DEFAULT_SIZE, EvalVideo, list_videos, load_eval_video, parse_size, read_result_frames,
 )
 from fffvdi.evaluation.harness import EVAL_METHODS, EvalOutcome, EvalSettings, build_eval_method, run_evaluation, run_method
 from fffvdi.evaluation.scoring import Scorer, aggregate, score_video, video_summary
@@ -15,7 +15,6 @@ __all__ = [
     "Scorer",
     "aggregate",
     "build_eval_method",
-    "composite",
     "list_videos",
     "load_eval_video",
     "parse_size",

@@ -115,11 +115,6 @@ def load_eval_video(
     return EvalVideo(name, frames, mask_arr, [f.name for f in files])
 
 
-def composite(pred: np.ndarray, gt: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Prediction inside the hole, ground truth outside: uint8 `[F, H, W, 3]`."""
-    return np.where(masks[..., None] > 0, pred, gt).astype(np.uint8)
-
-
 def result_folder(results_root: Path, name: str) -> Path:
     """Where a video's result frames are: `DIR/<video>/`, or `DIR/<video>/frames/` (scripts/inference.py layout)."""
     folder = results_root / name

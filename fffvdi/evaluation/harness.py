@@ -29,9 +29,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from fffvdi.canvas import composite
 from fffvdi.errors import InputError, ModelLoadError
 from fffvdi.evaluation.dataset import (
-    DEFAULT_DILATE, DEFAULT_SIZE, EvalVideo, composite, list_videos, load_eval_video, read_result_frames,
+    DEFAULT_DILATE, DEFAULT_SIZE, EvalVideo, list_videos, load_eval_video, read_result_frames,
 )
 from fffvdi.evaluation.report import format_table, protocol_info, write_csvs, write_summary
 from fffvdi.evaluation.scoring import Scorer, aggregate, score_video
@@ -243,16 +244,16 @@ def _evaluate_one(s: EvalSettings, name: str, out: Path, scorer: Scorer, cfg, me
     video = load_eval_video(s.dataset_root, name, s.size, s.mask_dilate)
     sec, status = None, "evaluated"
     if s.method is None:
-        comp = composite(read_result_frames(s.results, video), video.frames, video.masks)
+        comp = composite(video.frames, read_result_frames(s.results, video), video.masks)
     elif res_dir.is_dir() and not s.overwrite:  # results saved, record missing or incomplete: score only
-        comp = composite(read_result_frames(out / "results", video), video.frames, video.masks)
+        comp = composite(video.frames, read_result_frames(out / "results", video), video.masks)
         sec = json.loads(rec_path.read_text(encoding="utf-8")).get("sec_per_frame") if rec_path.is_file() else None
         status = "rescored"
     else:
         if "process" not in method:  # built on first need: a fully resumed run never loads the model
             method["process"] = build_eval_method(cfg)
         pred, sec = run_method(method["process"], video, cfg)
-        comp = composite(pred, video.frames, video.masks)
+        comp = composite(video.frames, pred, video.masks)
         _save_frames(res_dir, comp, video.frame_names)
     rec = {"video": name, "frame_names": video.frame_names, "sec_per_frame": sec,
            **score_video(scorer, video.frames, comp, video.masks)}
