@@ -6,7 +6,7 @@ command line. Unknown keys and badly typed values raise `ConfigError` naming the
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Type
 

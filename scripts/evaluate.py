@@ -17,12 +17,10 @@ import argparse
 import logging
 import sys
 import warnings
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from fffvdi.errors import FFFVDIError  # noqa: E402
-from fffvdi.evaluation import EVAL_METHODS, EvalSettings, parse_size, run_evaluation  # noqa: E402
+from fffvdi.errors import FFFVDIError
+from fffvdi.evaluation import EVAL_METHODS, EvalSettings, parse_size, run_evaluation
 
 
 def parse_args(argv=None) -> argparse.Namespace:

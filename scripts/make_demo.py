@@ -11,9 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from fffvdi.data.synthetic import render_video  # noqa: E402
+from fffvdi.data.synthetic import render_video
 
 
 def main() -> int:
@@ -21,7 +20,7 @@ def main() -> int:
     parser.add_argument("--out", default="assets/demo", help="output folder (frames/ and masks/)")
     parser.add_argument("--frames", type=int, default=40, help="number of frames")
     parser.add_argument("--size", default="240x432", help="HxW")
-    parser.add_argument("--seed", type=int, default=16, help="scene seed (16: the motion reveals 97 % of the hidden background)")
+    parser.add_argument("--seed", type=int, default=16, help="scene seed (16: the motion reveals 97 percent of the hidden background)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing demo")
     args = parser.parse_args()
     out = Path(args.out)

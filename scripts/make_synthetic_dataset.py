@@ -7,12 +7,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from fffvdi.data.synthetic import make_synthetic_dataset  # noqa: E402
-from fffvdi.errors import InputError  # noqa: E402
+from fffvdi.data.synthetic import make_synthetic_dataset
+from fffvdi.errors import InputError
 
 
 def parse_size(text: str) -> tuple[int, int]:

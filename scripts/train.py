@@ -19,13 +19,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+import torch
 
-import torch  # noqa: E402
-
-from fffvdi.config import load_config, save_config  # noqa: E402
-from fffvdi.errors import FFFVDIError, InputError  # noqa: E402
-from fffvdi.train_config import TrainConfig  # noqa: E402
+from fffvdi.config import load_config, save_config
+from fffvdi.errors import FFFVDIError, InputError
+from fffvdi.train_config import TrainConfig
 
 logger = logging.getLogger("fffvdi.train")
 
