@@ -1,17 +1,16 @@
-"""Weight-free video inpainting baselines: per-frame Telea, and flow propagation + Telea for the rest."""
+"""Weight-free video inpainting baselines: per-frame Telea, and flow-traced propagation + Telea for the rest."""
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 import cv2
 import numpy as np
 import torch
-from einops import rearrange
 
 from fffvdi.errors import InputError
 from fffvdi.flow.completion import FlowCompleter, build_flow_completer
 from fffvdi.flow.estimators import FlowEstimator, build_flow_estimator
-from fffvdi.propagation.hard_fill import hard_fill
+from fffvdi.propagation.video import PropagateOptions, propagate_video
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -50,9 +49,9 @@ def propagate_inpaint(
     masks: ArrayLike,
     flow: Union[str, FlowEstimator] = "dis",
     completer: Union[str, FlowCompleter] = "smooth",
-    radius: int = 3,
+    options: Optional[PropagateOptions] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Flow-guided pixel propagation, then Telea for what no frame reveals.
+    """Flow-traced pixel propagation over the whole clip, then Telea for what no frame reveals.
 
     `frames` uint8 `[F, H, W, 3]`, `masks` `[F, H, W]` (nonzero = hole) -> `(frames_out uint8
     [F, H, W, 3], unfilled bool [F, H, W])`; outside the mask the output equals the input exactly.
@@ -60,19 +59,19 @@ def propagate_inpaint(
     frames, masks = _as_numpy(frames, masks)
     estimator = build_flow_estimator(flow) if isinstance(flow, str) else flow
     comp = build_flow_completer(completer) if isinstance(completer, str) else completer
-    m = torch.from_numpy(masks).float()[None, :, None]  # [1, F, 1, H, W]
-    to_tensor = lambda a: rearrange(torch.from_numpy(a).float().div(255.0), "f h w c -> 1 f c h w")  # noqa: E731
-    x = to_tensor(frames) * (1 - m)  # the hole's content is unknown: never let it reach the values
-    if frames.shape[0] > 1:
-        # Flow sees spatially pre-filled frames: a flat or black hole is a static feature that drags
-        # the estimated flow towards zero around it.
-        fw, bw = estimator(to_tensor(telea_inpaint(frames, masks, radius)))
-        fw, bw = comp.complete_pair(fw, bw, m)
-        filled, rem = hard_fill(x, m, fw, bw, mode="bilinear", passes="both")
-    else:
-        filled, rem = x, m
-    out = rearrange(filled[0], "f c h w -> f h w c").mul(255.0).round().clamp(0, 255).to(torch.uint8).numpy()
-    unfilled = rem[0, :, 0].numpy() > 0.5
-    out = telea_inpaint(out, unfilled, radius) if unfilled.any() else out
+    visible = np.where(masks[..., None], 0, frames).astype(np.uint8)  # the hole's content never reaches the method
+    out = np.empty_like(frames)
+    unfilled = np.zeros_like(masks)
+
+    def sink(t: int, result: np.ndarray) -> None:
+        out[t : t + len(result)] = result
+
+    def report(t: int, left: np.ndarray) -> None:
+        unfilled[t] = left
+
+    propagate_video(
+        lambda a, b: visible[a:b], lambda a, b: masks[a:b], len(frames), sink, estimator, comp,
+        options or PropagateOptions(), progress=False, report=report,
+    )
     out[~masks] = frames[~masks]
     return out, unfilled

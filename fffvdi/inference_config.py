@@ -61,6 +61,17 @@ class OutputConfig:
 
 
 @dataclass
+class PropagateConfig:
+    """The weight-free `propagate` method (fffvdi.propagation.video): flow-traced pixels, Telea for the rest."""
+
+    radius: int = 150  # frames searched each way for pixels showing the hole's content (memory grows with it)
+    combine: str = "nearest"  # nearest (fewest frames away, mean on a tie) | weighted (1/distance mix of both ways)
+    blend: str = "none"  # none | poisson (gradient-domain blend that hides seams at the hole border)
+    fb_check: bool = True  # reject landings on content the estimated flow marks as occluded
+    telea_radius: int = 3  # OpenCV Telea radius: frames pre-filled for flow, never-revealed pixels
+
+
+@dataclass
 class InferenceConfig:
     """Everything scripts/inference.py reads."""
 
@@ -71,5 +82,6 @@ class InferenceConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     window: WindowConfig = field(default_factory=WindowConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    propagate: PropagateConfig = field(default_factory=PropagateConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     fps: Optional[float] = None  # fps of a frames-folder input (video files keep their own); None = 24

@@ -1,21 +1,43 @@
-"""Inpainting methods behind one window-level interface: FFF-VDI diffusion and the weight-free baseline."""
+"""Inpainting methods behind one video-level interface: FFF-VDI diffusion and the weight-free baselines.
+
+A method is `run(read_frames, read_masks, total, sink, progress=True)`: it reads frames and masks
+lazily by range and hands finished frames to `sink(first_index, frames)` in order. Diffusion and
+Telea work window by window (`fffvdi.long_video`); `propagate` streams over the whole video so
+content revealed anywhere within `propagate.radius` frames is used.
+"""
 from __future__ import annotations
 
 import logging
 import warnings
+from typing import Callable
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from fffvdi.config import dtype_from_name
-from fffvdi.long_video import WindowFn
+from fffvdi.long_video import Sink, WindowFn, run_windows
 
 logger = logging.getLogger(__name__)
 
+# run(read_frames(start, stop), read_masks(start, stop), total, sink, progress=True) -> None
+VideoMethod = Callable[..., None]
 
-def build_fffvdi(cfg: DictConfig) -> WindowFn:
-    """Load the SVD components (and a fine-tuned FFF-VDI UNet) and return the window pipeline."""
+
+def windowed(cfg: DictConfig, process: WindowFn) -> VideoMethod:
+    """A window function run over the video in `cfg.window` windows."""
+
+    def run(read_frames, read_masks, total: int, sink: Sink, progress: bool = True) -> None:
+        run_windows(
+            process, read_frames, read_masks, total, sink,
+            size=cfg.window.num_frames, overlap=cfg.window.overlap, seed=cfg.sampling.seed, progress=progress,
+        )
+
+    return run
+
+
+def build_fffvdi(cfg: DictConfig) -> VideoMethod:
+    """Load the SVD components (and a fine-tuned FFF-VDI UNet) and return the windowed pipeline."""
     from fffvdi.models.loading import load_svd_components, resolve_device, resolve_dtype
     from fffvdi.pipeline import FFFVDIPipeline
 
@@ -35,34 +57,38 @@ def build_fffvdi(cfg: DictConfig) -> WindowFn:
     def process(frames: np.ndarray, masks: np.ndarray, generator: torch.Generator) -> np.ndarray:
         return pipe(frames, masks, generator, progress=True)
 
-    return process
+    return windowed(cfg, process)
 
 
-def build_propagate(cfg: DictConfig) -> WindowFn:
-    """Weight-free flow propagation baseline (pixels), the offline default that really inpaints."""
-    from fffvdi.baselines import propagate_inpaint
+def build_propagate(cfg: DictConfig) -> VideoMethod:
+    """Weight-free flow-traced propagation over the whole video (no window limit), Telea for the rest."""
+    from fffvdi.pipeline import build_flow_fn
+    from fffvdi.propagation.video import PropagateOptions, propagate_video
 
-    def process(frames: np.ndarray, masks: np.ndarray, generator: torch.Generator) -> np.ndarray:
-        if not masks.any():
-            return frames.copy()
-        out, _unfilled = propagate_inpaint(frames, masks, flow=cfg.flow.method, completer=cfg.flow.completion)
-        return out
+    estimator, completer = build_flow_fn(cfg.flow, torch.device("cpu"))
+    opts = PropagateOptions(**cfg.propagate)
 
-    return process
+    def run(read_frames, read_masks, total: int, sink: Sink, progress: bool = True) -> None:
+        stats = propagate_video(read_frames, read_masks, total, sink, estimator, completer, opts, progress)
+        if stats.hole_pixels:
+            logger.info("propagate: %.1f%% of hole pixels filled from other frames, the rest by Telea",
+                        100.0 * stats.propagated / stats.hole_pixels)
+
+    return run
 
 
-def build_telea(cfg: DictConfig) -> WindowFn:
+def build_telea(cfg: DictConfig) -> VideoMethod:
     """Per-frame spatial baseline (OpenCV Telea): no temporal information at all."""
     from fffvdi.baselines import telea_inpaint
 
-    return lambda frames, masks, generator: telea_inpaint(frames, masks)
+    return windowed(cfg, lambda frames, masks, generator: telea_inpaint(frames, masks))
 
 
 METHODS = {"fffvdi": build_fffvdi, "propagate": build_propagate, "telea": build_telea}
 
 
-def build_method(cfg: DictConfig) -> WindowFn:
-    """The window function of `cfg.method`."""
+def build_method(cfg: DictConfig) -> VideoMethod:
+    """The video-level runner of `cfg.method`."""
     if cfg.method not in METHODS:
         from fffvdi.errors import ConfigError
 

@@ -16,9 +16,10 @@ from fffvdi.edm import Conditioning, EDMDenoiser, added_time_ids, karras_sigmas
 from fffvdi.errors import ConfigError
 from fffvdi.flow.completion import build_flow_completer
 from fffvdi.flow.estimators import build_flow_estimator
+from fffvdi.flow.resize import resize_flows_and_masks
 from fffvdi.models.loading import SVDComponents
 from fffvdi.noise_fill import fill_first_frame_noise
-from fffvdi.propagation.hard_fill import hard_fill, resize_flows_and_masks
+from fffvdi.propagation.pixels import propagate_clip
 from fffvdi.sampling import cfg_denoise, guidance_scales, invert_euler, sample_euler
 
 logger = logging.getLogger(__name__)
@@ -44,8 +45,15 @@ def clip_source_image(
 ) -> torch.Tensor:
     """Image `[B, 3, H, W]` the CLIP embedding sees: frame 0 masked, hole-filled by propagation, or raw."""
     masked = frames * (1 - masks)
-    if source == "filled":  # frame 0 with its hole filled from later frames by pixel propagation
-        return hard_fill(masked, masks, flows_fw, flows_bw)[0][:, 0]
+    if source == "filled":  # frame 0 with its hole filled from later frames by traced pixel propagation
+        out = []
+        for i in range(frames.shape[0]):
+            filled, _ = propagate_clip(
+                rearrange(masked[i], "f c h w -> f h w c").float().cpu().numpy(), masks[i, :, 0].float().cpu().numpy(),
+                flows_fw[i].float().cpu().numpy(), flows_bw[i].float().cpu().numpy(), targets=[0],
+            )
+            out.append(torch.from_numpy(filled[0]).permute(2, 0, 1))
+        return torch.stack(out).to(frames.device, frames.dtype)
     return frames[:, 0] if source == "raw" else masked[:, 0]
 
 

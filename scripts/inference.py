@@ -49,7 +49,6 @@ def run(args: argparse.Namespace) -> Path:
     import torch
 
     from fffvdi.io import MaskSource, VideoWriter, open_video, prepare_output_dir
-    from fffvdi.long_video import run_windows
     from fffvdi.methods import build_method
 
     cfg = build_config(args)
@@ -86,10 +85,7 @@ def run(args: argparse.Namespace) -> Path:
                 side["comparison"].write(np.concatenate([src, frames], axis=2), video.names[first:stop])
 
     try:
-        run_windows(
-            process, video.read, masks.read, len(video), sink,
-            size=cfg.window.num_frames, overlap=cfg.window.overlap, seed=cfg.sampling.seed,
-        )
+        process(video.read, masks.read, len(video), sink)
     except torch.cuda.OutOfMemoryError:
         raise FFFVDIError(
             "out of GPU memory; try memory.offload=model window.decode_chunk_size=2 memory.forward_chunk_size=1 "

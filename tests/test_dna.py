@@ -177,3 +177,30 @@ def test_half_precision_and_autocast_run(randomise_dna):
     assert half.dtype == torch.bfloat16
     assert torch.allclose(auto.float(), ref, atol=0.1, rtol=0.05)
     assert torch.allclose(half.float(), ref, atol=0.1, rtol=0.05)
+
+
+def test_passes_read_neighbours_along_the_right_flows(monkeypatch):
+    """Backward pass at t aligns the output of t+1 along flows_fw[:, t]; forward pass at t the output of t-1
+    along flows_bw[:, t-1]. Flows here are unrelated to each other, so a swap cannot pass."""
+    hidden = 16
+    dna = DeformableNoiseAlignment(channels=C, hidden=hidden, deform_groups=4)
+    feats, masks, fw, _ = _inputs(5)
+    bw = 3 * torch.randn(fw.shape, generator=torch.Generator().manual_seed(9))
+    aligned = {"bwd": [], "fwd": []}
+    outputs = {"bwd": [], "fwd": []}
+    for d in ("bwd", "fwd"):
+        align, backbone = dna.align[d], dna.backbone[d]
+        monkeypatch.setattr(align, "forward", lambda nb, cond, flow, d=d, f=align.forward: aligned[d].append(
+            (nb.detach().clone(), cond.detach().clone(), flow.detach().clone())) or f(nb, cond, flow))
+        monkeypatch.setattr(backbone, "forward", lambda x, d=d, f=backbone.forward: outputs[d].append(f(x)) or outputs[d][-1])
+    with torch.no_grad():
+        dna(feats, masks, fw, bw)
+    order = {"bwd": list(range(F - 1, -1, -1)), "fwd": list(range(F))}
+    out_at = {d: dict(zip(order[d], outputs[d])) for d in order}
+    for d, flows, nb_of in (("bwd", fw, lambda t: (t + 1, t)), ("fwd", bw, lambda t: (t - 1, t - 1))):
+        assert len(aligned[d]) == F - 1
+        for (nb, cond, flow), t in zip(aligned[d], order[d][1:]):
+            src, k = nb_of(t)
+            torch.testing.assert_close(flow, flows[:, k])
+            torch.testing.assert_close(nb, out_at[d][src])
+            torch.testing.assert_close(cond[:, hidden : 2 * hidden], flow_warp(nb, flows[:, k]))

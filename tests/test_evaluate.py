@@ -142,10 +142,11 @@ def test_method_never_sees_the_hole(dataset, tmp_path, monkeypatch):
     seen = []
 
     def spy(cfg):
-        def process(frames, masks, generator):
+        def run(read_frames, read_masks, total, sink, progress=True):
+            frames, masks = read_frames(0, total), read_masks(0, total)
             seen.append(bool((frames[masks > 0] == 0).all()) and masks.any())
-            return frames
-        return process
+            sink(0, frames)
+        return run
 
     monkeypatch.setattr(harness, "build_eval_method", spy)
     run_evaluation(_settings(dataset, tmp_path / "out", method="telea", lpips=False))
@@ -156,7 +157,7 @@ def test_resume_skips_finished_videos(dataset, tmp_path, monkeypatch):
     out = tmp_path / "out"
     first = run_evaluation(_settings(dataset, out, method="telea", lpips=False))
     calls = []
-    monkeypatch.setattr(harness, "build_eval_method", lambda cfg: calls.append(cfg) or (lambda f, m, g: f))
+    monkeypatch.setattr(harness, "build_eval_method", lambda cfg: calls.append(cfg) or (lambda rf, rm, n, sink, progress=True: sink(0, rf(0, n))))
     again = run_evaluation(_settings(dataset, out, method="telea", lpips=False))
     assert calls == [] and again.skipped == ["vid0", "vid1"]
     assert again.metrics["psnr"] == first.metrics["psnr"]

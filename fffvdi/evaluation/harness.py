@@ -186,16 +186,14 @@ def _build_scorer(s: EvalSettings) -> tuple[Scorer, list[str]]:
 
 
 def build_eval_method(cfg) -> Callable:
-    """Window function of `cfg.method` (see fffvdi.methods)."""
+    """Video-level runner of `cfg.method` (see fffvdi.methods)."""
     from fffvdi.methods import build_method
 
     return build_method(cfg)
 
 
 def run_method(process: Callable, video: EvalVideo, cfg) -> tuple[np.ndarray, float]:
-    """Inpaint one video window by window; returns the raw output `[F, H, W, 3]` and seconds per frame."""
-    from fffvdi.long_video import run_windows
-
+    """Inpaint one video with a video-level runner; returns the raw output `[F, H, W, 3]` and seconds per frame."""
     masked = video.frames * (1 - video.masks[..., None])  # the hole's content is never shown to the method
     out = np.empty_like(video.frames)
 
@@ -203,10 +201,7 @@ def run_method(process: Callable, video: EvalVideo, cfg) -> tuple[np.ndarray, fl
         out[first : first + len(frames)] = frames
 
     start = time.perf_counter()
-    run_windows(
-        process, lambda a, b: masked[a:b], lambda a, b: video.masks[a:b], len(masked), sink,
-        size=cfg.window.num_frames, overlap=cfg.window.overlap, seed=cfg.sampling.seed, progress=False,
-    )
+    process(lambda a, b: masked[a:b], lambda a, b: video.masks[a:b], len(masked), sink, progress=False)
     return out, (time.perf_counter() - start) / len(out)
 
 

@@ -1,0 +1,225 @@
+"""The `propagate` method over a whole video, streamed: flows once per frame pair, crops in a ring buffer.
+
+Frame j is read, spatially pre-filled (Telea) so the flow estimator sees no flat hole, and the
+flows of pair (j-1, j) are estimated and completed inside the (dilated) holes once. Frame j-1's
+`FrameRecord` then keeps only the crop that trajectories can visit or land in: its hole, and
+where points from the neighbouring frames' holes can land. Target frame t is finished once the
+records up to t + radius exist: its hole pixels are traced both ways (`fill_points`), optionally
+blended in the gradient domain, the rest filled by Telea, and the frame goes to `sink`. Records
+older than t - radius are dropped, so memory follows the radius and the hole area, not the length.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from fffvdi.errors import ConfigError
+from fffvdi.flow.completion import FlowCompleter
+from fffvdi.flow.estimators import FlowEstimator
+from fffvdi.propagation.pixels import COMBINE, blend_membrane, fill_points, ring_of
+from fffvdi.propagation.trace import FrameRecord
+
+BLEND = ("none", "poisson")
+
+
+@dataclass
+class PropagateOptions:
+    """Knobs of the propagate method (config section `propagate`)."""
+
+    radius: int = 150  # frames searched each way for a pixel that shows the hole's content
+    combine: str = "nearest"  # nearest (fewest frames away; mean on a tie) | weighted (1/distance mix of both ways)
+    blend: str = "none"  # none | poisson (gradient-domain seam removal at the hole border)
+    fb_check: bool = True  # end a trajectory where it lands on content that the estimated flow says is occluded
+    telea_radius: int = 3  # OpenCV Telea radius for pre-filling frames for flow and for never-revealed pixels
+
+    def __post_init__(self) -> None:
+        if self.blend not in BLEND:
+            raise ConfigError(f"propagate.blend={self.blend!r} is unknown; use one of {', '.join(BLEND)}")
+        if self.combine not in COMBINE:
+            raise ConfigError(f"propagate.combine={self.combine!r} is unknown; use one of {', '.join(COMBINE)}")
+        if self.radius < 1:
+            raise ConfigError(f"propagate.radius={self.radius} must be at least 1 (frames searched each way)")
+
+
+@dataclass
+class PropagateStats:
+    """What the run did, for logs and tests."""
+
+    hole_pixels: int = 0
+    propagated: int = 0  # hole pixels filled from other frames
+    max_records: int = 0  # most frame records held at once (the ring buffer's size)
+
+
+def _box(hole: np.ndarray, margin: int, size: tuple[int, int]) -> Optional[tuple[int, int, int, int]]:
+    """Bounding box (y0, x0, y1, x1) of `hole` grown by `margin`, clipped to `size`; None if no hole."""
+    ys, xs = np.nonzero(hole.any(1)), np.nonzero(hole.any(0))
+    if ys[0].size == 0:
+        return None
+    h, w = size
+    return (max(int(ys[0][0]) - margin, 0), max(int(xs[0][0]) - margin, 0),
+            min(int(ys[0][-1]) + margin + 1, h), min(int(xs[0][-1]) + margin + 1, w))
+
+
+def _union(*boxes: Optional[tuple[int, int, int, int]]) -> tuple[int, int, int, int]:
+    """Smallest box holding all given boxes; an empty box at the origin if none."""
+    live = [b for b in boxes if b is not None]
+    if not live:
+        return (0, 0, 0, 0)
+    return (min(b[0] for b in live), min(b[1] for b in live), max(b[2] for b in live), max(b[3] for b in live))
+
+
+def _reach(flow: Optional[np.ndarray], region: np.ndarray) -> int:
+    """Whole pixels a point inside `region` can move in one step of `flow [2, H, W]`, plus a safety pixel."""
+    if flow is None or not region.any():
+        return 0
+    return int(np.ceil(np.sqrt((flow[:, region] ** 2).sum(0)).max())) + 2
+
+
+class _Pairs:
+    """Flows of neighbouring frames, estimated on Telea-prefilled frames and completed, once per pair."""
+
+    def __init__(self, estimator: FlowEstimator, completer: FlowCompleter) -> None:
+        self.estimator, self.completer = estimator, completer
+
+    def __call__(self, prev: np.ndarray, cur: np.ndarray, holes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`prev, cur` float RGB [H, W, 3] in [0, 1], `holes [2, H, W]` -> completed (fw, bw), each [2, H, W]."""
+        clip = torch.from_numpy(np.stack([prev, cur])).permute(0, 3, 1, 2)[None].float()  # [1, 2, 3, H, W]
+        fw, bw = self.estimator(clip)
+        masks = torch.from_numpy(holes.astype(np.float32))[None, :, None]  # [1, 2, 1, H, W]
+        fw, bw = self.completer.complete_pair(fw, bw, masks)
+        return fw[0, 0].cpu().numpy(), bw[0, 0].cpu().numpy()
+
+
+def _dilate(hole: np.ndarray, pixels: int) -> np.ndarray:
+    """`hole` grown by `pixels` in every direction (square), like the flow completer's hole."""
+    if pixels <= 0 or not hole.any():
+        return hole.copy()
+    return cv2.dilate(hole.astype(np.uint8), np.ones((2 * pixels + 1, 2 * pixels + 1), np.uint8)) > 0
+
+
+def _telea(frame: np.ndarray, hole: np.ndarray, radius: int) -> np.ndarray:
+    """OpenCV Telea fill of `hole` in a uint8 frame (a copy when there is nothing to fill)."""
+    return cv2.inpaint(frame, hole.astype(np.uint8), radius, cv2.INPAINT_TELEA) if hole.any() else frame.copy()
+
+
+def _finish(
+    records: dict[int, FrameRecord], t: int, frame: np.ndarray, hole: np.ndarray, opts: PropagateOptions,
+    stats: PropagateStats,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inpaint frame `t` (uint8 [H, W, 3]) from the records -> (frame, hole pixels no other frame showed)."""
+    if not hole.any():
+        return frame, hole
+    size = hole.shape
+    ring = ring_of(hole) if opts.blend == "poisson" else np.zeros_like(hole)
+    ys, xs = np.nonzero(hole | ring)
+    vals, ok = fill_points(records, size, t, ys, xs, opts.radius, opts.combine, opts.fb_check)
+    in_hole = hole[ys, xs]
+    out = frame.astype(np.float64)
+    if opts.blend == "poisson" and ok[in_hole].any():
+        y0, x0, y1, x1 = _box(hole | ring, 1, size)
+        prop = np.full(size + (3,), np.nan)
+        prop[ys[ok], xs[ok]] = vals[ok]
+        crop = out[y0:y1, x0:x1].copy()
+        crop[hole[y0:y1, x0:x1]] = np.nan_to_num(prop[y0:y1, x0:x1][hole[y0:y1, x0:x1]])
+        filled_hole = hole[y0:y1, x0:x1] & np.isfinite(prop[y0:y1, x0:x1]).all(-1)
+        blended = blend_membrane(crop, filled_hole, prop[y0:y1, x0:x1], ring[y0:y1, x0:x1])
+        sel = hole[ys, xs] & ok
+        vals[sel] = blended[ys[sel] - y0, xs[sel] - x0]
+    take = in_hole & ok
+    out[ys[take], xs[take]] = vals[take]
+    result = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    result[~hole] = frame[~hole]
+    left = hole.copy()
+    left[ys[take], xs[take]] = False
+    stats.hole_pixels += int(hole.sum())
+    stats.propagated += int(take.sum())
+    if left.any():  # never revealed anywhere within the radius: spatial fill from the border inwards
+        result = _telea(result, left, opts.telea_radius)
+        result[~hole] = frame[~hole]
+    return result, left
+
+
+def propagate_video(
+    read_frames: Callable[[int, int], np.ndarray],
+    read_masks: Callable[[int, int], np.ndarray],
+    total: int,
+    sink: Callable[[int, np.ndarray], None],
+    estimator: FlowEstimator,
+    completer: FlowCompleter,
+    opts: Optional[PropagateOptions] = None,
+    progress: bool = True,
+    report: Optional[Callable[[int, np.ndarray], None]] = None,
+) -> PropagateStats:
+    """Inpaint `total` frames by flow-traced propagation, handing each finished frame to `sink(index, [1, H, W, 3])`.
+
+    `report(index, unfilled [H, W] bool)` (optional) hears which hole pixels were filled spatially.
+    """
+    opts = opts or PropagateOptions()
+    pairs = _Pairs(estimator, completer)
+    dilation = completer.dilation
+    stats = PropagateStats()
+    records: dict[int, FrameRecord] = {}
+    pending: deque = deque()  # (index, uint8 frame, hole) of frames not yet finished, in order
+    win: deque = deque(maxlen=3)  # last frames as dicts: frame, hole, prefilled, flow_next, flow_prev
+    bar: Optional[tqdm] = None  # opened at the first finished frame, so early input errors print alone
+
+    def make_record(k: int, prev: Optional[dict], cur: dict, nxt: Optional[dict]) -> None:
+        """Crop frame k's record once its flows to both neighbours are known."""
+        size = cur["hole"].shape
+        box = _union(
+            _box(cur["hole"], 2, size),
+            _box(prev["hole"], _reach(prev["flow_next"], prev["flow_hole"]), size) if prev else None,
+            _box(nxt["hole"], _reach(nxt["flow_prev"], nxt["flow_hole"]), size) if nxt else None,
+        )
+        y0, x0, y1, x1 = box
+        crop = (slice(None),) + (slice(y0, y1), slice(x0, x1))
+        hole = cur["hole"][y0:y1, x0:x1]
+        values = np.where(hole[..., None], 0, cur["frame"][y0:y1, x0:x1]).astype(np.uint8)
+        records[k] = FrameRecord(
+            y0, x0, hole.copy(), ~cur["flow_hole"][y0:y1, x0:x1],
+            None if cur["flow_next"] is None else np.ascontiguousarray(cur["flow_next"][crop]),
+            None if cur["flow_prev"] is None else np.ascontiguousarray(cur["flow_prev"][crop]),
+            values,
+        )
+
+    def finish_ready(last_record: int, final: bool) -> None:
+        nonlocal bar
+        while pending and (final or pending[0][0] + opts.radius <= last_record):
+            t, frame, hole = pending.popleft()
+            result, left = _finish(records, t, frame, hole, opts, stats)
+            sink(t, result[None])
+            if report is not None:
+                report(t, left)
+            for k in [k for k in records if k < t + 1 - opts.radius]:
+                del records[k]  # no later target reaches this far back
+            if bar is None:
+                bar = tqdm(total=total, initial=t, desc="propagate", unit="frame", disable=not progress)
+            bar.update(1)
+
+    for j in range(total):
+        frame = read_frames(j, j + 1)[0]
+        hole = read_masks(j, j + 1)[0] > 0
+        cur = dict(frame=frame, hole=hole, flow_next=None, flow_prev=None, flow_hole=_dilate(hole, dilation),
+                   prefilled=_telea(frame, hole, opts.telea_radius).astype(np.float32) / 255.0)
+        pending.append((j, frame, hole))
+        if win:
+            prev = win[-1]
+            fw, bw = pairs(prev["prefilled"], cur["prefilled"], np.stack([prev["hole"], hole]))
+            prev["flow_next"], cur["flow_prev"] = fw, bw
+            make_record(j - 1, win[-2] if len(win) > 1 else None, prev, cur)
+            prev.pop("prefilled", None)
+        win.append(cur)
+        stats.max_records = max(stats.max_records, len(records))
+        finish_ready(j - 1, final=False)
+    if win:
+        make_record(total - 1, win[-2] if len(win) > 1 else None, win[-1], None)
+    finish_ready(total - 1, final=True)
+    if bar is not None:
+        bar.close()
+    return stats
