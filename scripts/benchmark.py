@@ -4,7 +4,8 @@
 Sections: unet_step (FFF-VDI UNet vs the plain SVD UNet with the same weights vs the DNA module alone),
 flow (estimation and completion), vae (encode, chunked decode), inference (whole pipeline per output frame and
 peak memory, each case in a fresh subprocess), train_step (EDM loss forward + backward + AdamW step),
-data_loader (clips/s). Timings are medians of --repeats runs after --warmup runs. All weights are random:
+data_loader (clips/s), propagate (the weight-free method: s/frame at 432x240 and 640x272, masked PSNR vs Telea
+on the real-motion-like scenes, peak memory for 300 vs 50 frames). Timings are medians of --repeats runs after --warmup runs. All weights are random:
 speed does not depend on their values. Prints a markdown table and writes JSON with machine, versions, commit.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 
 from fffvdi import benchmarking as bm
 
-SECTIONS = ("unet_step", "flow", "vae", "inference", "train_step", "data_loader")
+SECTIONS = ("unet_step", "flow", "vae", "inference", "train_step", "data_loader", "propagate")
 CASE_TAG = "BENCH_CASE_RESULT "
 REPO = Path(__file__).resolve().parents[1]
 
@@ -250,6 +251,43 @@ def bench_data_loader(args, rep: bm.Report) -> None:
                 size=f"{size[0]}x{size[1]}", workers=args.workers, clips_per_epoch=args.data_clips)
 
 
+def bench_propagate(args, rep: bm.Report) -> None:
+    """Flow-traced propagation vs per-frame Telea: speed, quality on fffvdi.data.motion_scenes, memory vs length."""
+    from fffvdi.baselines import propagate_inpaint, telea_inpaint
+    from fffvdi.data.motion_scenes import SCENES, masked_psnr, render_scene
+    from fffvdi.flow.completion import build_flow_completer
+    from fffvdi.flow.estimators import DISFlow
+    from fffvdi.propagation.video import PropagateOptions, propagate_video
+
+    n = 30
+    for spec in SCENES:
+        gt, masked, masks = render_scene(spec, n, (240, 432), seed=1)
+        t0 = time.perf_counter()
+        out, unfilled = propagate_inpaint(masked, masks)
+        sec = (time.perf_counter() - t0) / n
+        rep.add("propagate", f"masked_psnr_{spec.name}", masked_psnr(out, gt, masks), "dB",
+                telea=round(masked_psnr(telea_inpaint(masked, masks), gt, masks), 2), size="240x432", frames=n,
+                spatial_fraction=round(float(unfilled.sum() / masks.sum()), 4), s_per_frame=round(sec, 3))
+    for size in ((240, 432), (272, 640)):
+        gt, masked, masks = render_scene(SCENES[0], n, size, seed=2)
+        t = bm.time_fn(lambda: propagate_inpaint(masked, masks), args.repeats, args.warmup)
+        rep.add("propagate", f"s_per_frame_{size[0]}x{size[1]}", t.median_s / n, "s/frame", scene=SCENES[0].name)
+        t = bm.time_fn(lambda: telea_inpaint(masked, masks), args.repeats, args.warmup)
+        rep.add("propagate", f"telea_s_per_frame_{size[0]}x{size[1]}", t.median_s / n, "s/frame")
+    for radius in (20, PropagateOptions().radius):  # a lazy generated video: memory follows the radius, not the length
+        peaks = {}
+        for frames in (50, 300):
+            video = bm.SyntheticVideo(frames, 240, 432)
+            start = bm.current_rss_mb()
+            with bm.RSSSampler() as sampler:
+                propagate_video(video.read_frames, video.read_masks, frames, lambda t, f: None, DISFlow(),
+                                build_flow_completer("smooth"), PropagateOptions(radius=radius), progress=False)
+            peaks[frames] = sampler.peak_mb
+            rep.add("propagate", f"peak_rss_{frames}_frames_radius_{radius}", sampler.peak_mb, "MiB",
+                    growth_mb=round(sampler.peak_mb - start, 1), size="240x432")
+        rep.add("propagate", f"peak_rss_ratio_300_vs_50_radius_{radius}", peaks[300] / peaks[50], "x")
+
+
 def run_case(spec: dict) -> dict:
     """One inference case in this (fresh) process: build, warm up one window, time run_windows, report memory."""
     from fffvdi.config import load_config
@@ -344,6 +382,7 @@ def main(argv=None) -> int:
         unet_step=lambda: bench_unet_step(args, device, dtype, rep), flow=lambda: bench_flow(args, device, rep),
         vae=lambda: bench_vae(args, device, dtype, rep), inference=lambda: bench_inference(args, rep),
         train_step=lambda: bench_train_step(args, device, rep), data_loader=lambda: bench_data_loader(args, rep),
+        propagate=lambda: bench_propagate(args, rep),
     )
     started = time.perf_counter()
     for section in args.sections:
