@@ -1,7 +1,7 @@
 """Weight-free video inpainting baselines: per-frame Telea, and flow-traced propagation + Telea for the rest."""
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 import cv2
 import numpy as np
@@ -10,7 +10,9 @@ import torch
 from fffvdi.errors import InputError
 from fffvdi.flow.completion import FlowCompleter, build_flow_completer
 from fffvdi.flow.estimators import FlowEstimator, build_flow_estimator
-from fffvdi.propagation.video import PropagateOptions, propagate_video
+
+if TYPE_CHECKING:
+    from fffvdi.propagation.video import PropagateOptions
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -33,15 +35,19 @@ def _as_numpy(frames: ArrayLike, masks: ArrayLike) -> tuple[np.ndarray, np.ndarr
     return frames, masks > 0
 
 
+def telea_frame(frame: np.ndarray, hole: np.ndarray, radius: int = 3) -> np.ndarray:
+    """OpenCV Telea fill of `hole [H, W]` in one uint8 frame `[H, W, 3]`; a copy when there is no hole."""
+    if not hole.any():
+        return frame.copy()
+    out = cv2.inpaint(np.ascontiguousarray(frame), hole.astype(np.uint8), radius, cv2.INPAINT_TELEA)
+    out[~hole] = frame[~hole]  # Telea only writes inside the mask; make that a guarantee
+    return out
+
+
 def telea_inpaint(frames: ArrayLike, masks: ArrayLike, radius: int = 3) -> np.ndarray:
     """Per-frame spatial inpainting (OpenCV Telea): uint8 `[F, H, W, 3]`, unchanged outside the mask."""
     frames, masks = _as_numpy(frames, masks)
-    out = frames.copy()
-    for t in range(frames.shape[0]):
-        if masks[t].any():
-            out[t] = cv2.inpaint(np.ascontiguousarray(frames[t]), masks[t].astype(np.uint8), radius, cv2.INPAINT_TELEA)
-    out[~masks] = frames[~masks]  # Telea only writes inside the mask; make that a guarantee
-    return out
+    return np.stack([telea_frame(f, m, radius) for f, m in zip(frames, masks)])
 
 
 def propagate_inpaint(
@@ -56,6 +62,8 @@ def propagate_inpaint(
     `frames` uint8 `[F, H, W, 3]`, `masks` `[F, H, W]` (nonzero = hole) -> `(frames_out uint8
     [F, H, W, 3], unfilled bool [F, H, W])`; outside the mask the output equals the input exactly.
     """
+    from fffvdi.propagation.video import PropagateOptions, propagate_video  # it uses telea_frame from here
+
     frames, masks = _as_numpy(frames, masks)
     estimator = build_flow_estimator(flow) if isinstance(flow, str) else flow
     comp = build_flow_completer(completer) if isinstance(completer, str) else completer

@@ -106,3 +106,36 @@ def test_propagate_streams_in_order_with_a_bounded_buffer():
     assert np.array_equal(out[~masks], frames[~masks])
     with pytest.raises(Exception, match="propagate.combine"):
         PropagateOptions(combine="median")
+
+
+class _ExactShift:
+    """A flow 'estimator' that returns a known constant translation (for oracles of the streamed method)."""
+
+    def __init__(self, shift):
+        self.shift = shift
+
+    def __call__(self, frames):
+        b, f, _, h, w = frames.shape
+        fw = torch.tensor(self.shift, dtype=torch.float32).view(1, 1, 2, 1, 1).expand(b, f - 1, 2, h, w).clone()
+        return fw, -fw
+
+
+def test_poisson_blend_removes_an_illumination_seam():
+    """Frames brighten by 4 levels per frame: copied pixels are off by a constant, which the membrane removes."""
+    from fffvdi.flow.completion import build_flow_completer
+    from fffvdi.propagation.video import PropagateOptions, propagate_video
+
+    n, shift = 16, (3.3, 1.2)
+    frames = translating_frames(shift, n_frames=n, size=(48, 64)).astype(np.int32)
+    frames = np.clip(frames // 2 + 40 + 4 * np.arange(n)[:, None, None, None], 0, 255).astype(np.uint8)
+    masks = np.zeros(frames.shape[:3], bool)
+    masks[:, 16:32, 20:40] = True
+    scores = {}
+    for blend in ("none", "poisson"):
+        out = np.zeros_like(frames)
+        propagate_video(lambda a, b: np.where(masks[a:b, ..., None], 0, frames[a:b]), lambda a, b: masks[a:b], n,
+                        lambda t, r: out.__setitem__(t, r[0]), _ExactShift(shift), build_flow_completer("smooth"),
+                        PropagateOptions(blend=blend), progress=False)
+        assert np.array_equal(out[~masks], frames[~masks])
+        scores[blend] = psnr_u8(out[masks], frames[masks])
+    assert scores["poisson"] > max(scores["none"] + 6, 40), scores  # measured 28.4 -> 40.9 dB

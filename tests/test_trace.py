@@ -127,3 +127,20 @@ def test_combine_nearest_and_weighted():
     assert ok.all() and near[:, 0].tolist() == [0.0, 0.5, 1.0]
     mix, _ = combine_candidates(vals, oks, dists, "weighted")
     assert mix[:, 0].tolist() == pytest.approx([0.25, 0.5, 1.0])
+
+
+def test_propagate_clip_passes_combine_and_fb_check_through():
+    f, h, w = 6, 16, 24
+    frames = np.broadcast_to((np.arange(f) / 10.0)[:, None, None, None], (f, h, w, 1)).copy()  # frame k is k/10
+    masks = np.zeros((f, h, w), bool)
+    masks[2:4, 4:12, 6:18] = True  # frame 2's hole: past source 1 frame away (0.1), future 2 frames away (0.4)
+    zero = np.zeros((f - 1, 2, h, w), np.float32)
+    near, _ = propagate_clip(frames, masks, zero, zero, targets=[2], combine="nearest")
+    mix, _ = propagate_clip(frames, masks, zero, zero, targets=[2], combine="weighted")
+    assert np.allclose(near[2][masks[2]], 0.1) and np.allclose(mix[2][masks[2]], (0.1 + 0.4 / 2) / 1.5)
+    bad_bw = zero.copy()
+    bad_bw[:, 0] = 3.0  # estimated back-flows that contradict the zero forward flow: every landing is occluded
+    est = np.ones((f, h, w), bool)
+    _, unfilled = propagate_clip(frames, masks, zero, bad_bw, estimated=est, targets=[2], fb_check=True)
+    _, unchecked = propagate_clip(frames, masks, zero, bad_bw, estimated=est, targets=[2], fb_check=False)
+    assert unfilled[2][masks[2]].all() and not unchecked[2][masks[2]].any()

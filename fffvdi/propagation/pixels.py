@@ -3,20 +3,18 @@
 Every hole pixel of frame t is traced into the future and into the past (`trace`), the frame
 it lands in is read once (bilinear over visible pixels), and the two candidates are combined:
 `nearest` takes the one fewer frames away (their mean on a tie), `weighted` mixes both with
-weights 1/distance. `blend_membrane` optionally removes the seam between propagated and known
-pixels in the gradient domain (FGVC's idea): the mismatch on a one-pixel ring around the hole is
-spread harmonically over the hole, so propagated gradients are kept and the border matches.
+weights 1/distance. `poisson_blend` optionally rebuilds the hole in the gradient domain (FGVC's
+idea): each pixel's gradients are read in its own source frame, and the hole is solved to match
+them and the known border, so seams between sources and lighting offsets vanish.
 """
 from __future__ import annotations
 
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
-import torch
 
 from fffvdi.errors import ConfigError
-from fffvdi.flow.completion import SmoothCompleter
-from fffvdi.propagation.trace import FrameRecord, read_landings, records_from_clip, trace
+from fffvdi.propagation.trace import FrameRecord, Landing, read_landings, records_from_clip, trace
 
 COMBINE = ("nearest", "weighted")
 
@@ -48,9 +46,10 @@ def fill_points(
     radius: int,
     combine: str = "nearest",
     fb_check: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Propagated values `[N, C]` at integer points `(ys, xs)` of frame `t` and `ok [N]` where any frame showed them."""
-    vals, oks, partial, dists = [], [], [], []
+) -> tuple[np.ndarray, np.ndarray, Landing]:
+    """Propagated values `[N, C]` at integer points `(ys, xs)` of frame `t`, `ok [N]` where any frame showed
+    them, and the landing each was read at in the nearest such frame (frame -1 where none)."""
+    vals, oks, partial, dists, landings = [], [], [], [], []
     for step in (+1, -1):
         landing = trace(records, size, t, ys.astype(np.float64), xs.astype(np.float64), step, radius, fb_check, "bilinear")
         v, ok = read_landings(records, landing)
@@ -58,38 +57,76 @@ def fill_points(
         oks.append(ok & landing.found)
         partial.append(landing.partial)
         dists.append(np.abs(landing.frame - t))
+        landings.append(landing)
     # A partial landing (read next to the hole's edge, one-sided) only counts where no direction has a clean one.
     clean = [ok & ~p for ok, p in zip(oks, partial)]
     use_clean = np.logical_or.reduce(clean)
     oks = [np.where(use_clean, c, ok) for c, ok in zip(clean, oks)]
-    return combine_candidates(vals, oks, dists, combine)
+    out, ok = combine_candidates(vals, oks, dists, combine)
+    d = np.stack([np.where(o, dist, np.iinfo(np.int64).max) for o, dist in zip(oks, dists)])  # [2, N]
+    pick, n = d.argmin(0), np.arange(len(ok))  # the nearer direction (the future on a tie)
+    chosen = Landing(
+        np.where(ok, np.stack([la.frame for la in landings])[pick, n], -1),
+        np.stack([la.y for la in landings])[pick, n], np.stack([la.x for la in landings])[pick, n],
+    )
+    return out, ok, chosen
 
 
-def ring_of(hole: np.ndarray) -> np.ndarray:
-    """Pixels 8-adjacent to `hole [h, w]` but outside it: the border a 4-neighbour solve needs."""
-    p = np.pad(hole, 1)
-    grown = np.zeros_like(hole)
-    for dy in (0, 1, 2):
-        for dx in (0, 1, 2):
-            grown |= p[dy : dy + hole.shape[0], dx : dx + hole.shape[1]]
-    return grown & ~hole
+STEPS = ((-1, 0), (1, 0), (0, -1), (0, 1))  # (dy, dx) of the 4-neighbours, the order of `source_gradients`
 
 
-def blend_membrane(image: np.ndarray, hole: np.ndarray, ring_prop: np.ndarray, ring: np.ndarray) -> np.ndarray:
-    """Shift `image [h, w, C]` inside `hole` by the harmonic interpolation of `image - ring_prop` on `ring`.
+def source_gradients(records: Mapping[int, FrameRecord], chosen: Landing) -> np.ndarray:
+    """`[N, 4, C]` differences `I(q) - I(q + step)` read in each point's own source frame (NaN where not visible)."""
+    c = next(r.values.shape[-1] for r in records.values() if r.values is not None)
+    out = np.full((len(chosen.frame), len(STEPS), c), np.nan)
+    found = chosen.found
+    centre, ok0 = read_landings(records, chosen)
+    for s, (dy, dx) in enumerate(STEPS):
+        moved = Landing(chosen.frame, chosen.y + dy, chosen.x + dx)
+        v, ok = read_landings(records, moved)
+        good = found & ok0 & ok
+        out[good, s] = centre[good] - v[good]
+    return out
 
-    `ring_prop [h, w, C]` holds the propagated values at `ring` pixels (NaN where none): there the
-    mismatch with the known image is measured; elsewhere on the ring it is left free.
+
+def poisson_blend(image: np.ndarray, hole: np.ndarray, grads: np.ndarray) -> np.ndarray:
+    """Gradient-domain fill of `hole` in `image [h, w, C]` (FGVC's seam removal), solved exactly with scipy.
+
+    `grads [h, w, 4, C]` are differences `I(p) - I(p + step)` (`STEPS` order) read in each pixel's own
+    source frame, NaN where unknown. The output keeps those gradients (the mean of the two estimates a
+    neighbour pair has; zero where it has none) and meets the known pixels around the hole, so seams
+    between source frames and colour offsets between frames (exposure, lighting) disappear.
     """
-    known_ring = ring & np.isfinite(ring_prop).all(-1)
-    diff = np.where(known_ring[..., None], image - np.nan_to_num(ring_prop), 0.0)
-    unknown = hole | (ring & ~known_ring)
-    solver = SmoothCompleter(dilation=0)
-    d = solver.fill(
-        torch.from_numpy(diff.transpose(2, 0, 1)[None, None].astype(np.float32)),
-        torch.from_numpy(unknown[None, None, None]),
-    )[0, 0].numpy().transpose(1, 2, 0)
-    return np.where(hole[..., None], image + d, image)
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.linalg import splu
+
+    h, w = hole.shape
+    index = np.full((h, w), -1, np.int64)
+    ys, xs = np.nonzero(hole)
+    n = len(ys)
+    index[ys, xs] = np.arange(n)
+    rows, cols, diag = [], [], np.zeros(n)
+    rhs = np.zeros((n, image.shape[-1]))
+    for s, (dy, dx) in enumerate(STEPS):
+        ny, nx = ys + dy, xs + dx
+        inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)  # no neighbour beyond the border: Neumann
+        i, ny, nx = np.flatnonzero(inside), ny[inside], nx[inside]
+        diag[i] += 1
+        back = STEPS.index((-dy, -dx))
+        pair = np.stack([grads[ys[i], xs[i], s], -grads[ny, nx, back]])  # two estimates of out_i - out_j
+        have = np.isfinite(pair)
+        rhs[i] += np.where(have, pair, 0).sum(0) / np.maximum(have.sum(0), 1)
+        j = index[ny, nx]
+        unknown = j >= 0
+        rows.append(i[unknown])
+        cols.append(j[unknown])
+        rhs[i[~unknown]] += image[ny[~unknown], nx[~unknown]]  # boundary values
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    a = coo_matrix((np.concatenate([diag, -np.ones(len(rows))]),
+                    (np.concatenate([np.arange(n), rows]), np.concatenate([np.arange(n), cols]))), shape=(n, n))
+    out = image.astype(np.float64).copy()
+    out[ys, xs] = splu(a.tocsc()).solve(rhs)
+    return out
 
 
 def propagate_clip(
@@ -118,7 +155,7 @@ def propagate_clip(
         ys, xs = np.nonzero(hole[t])
         if ys.size == 0:
             continue
-        v, ok = fill_points(records, (h, w), t, ys, xs, f - 1 if radius is None else radius, combine, fb_check)
+        v, ok, _ = fill_points(records, (h, w), t, ys, xs, f - 1 if radius is None else radius, combine, fb_check)
         out[t, ys[ok], xs[ok]] = v[ok]
         unfilled[t, ys[ok], xs[ok]] = False
     return out, unfilled

@@ -19,11 +19,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from fffvdi.baselines import telea_frame
 from fffvdi.errors import ConfigError
 from fffvdi.flow.completion import FlowCompleter
 from fffvdi.flow.estimators import FlowEstimator
-from fffvdi.propagation.pixels import COMBINE, blend_membrane, fill_points, ring_of
-from fffvdi.propagation.trace import FrameRecord
+from fffvdi.propagation.pixels import COMBINE, STEPS, fill_points, poisson_blend, source_gradients
+from fffvdi.propagation.trace import FrameRecord, Landing
 
 BLEND = ("none", "poisson")
 
@@ -34,7 +35,7 @@ class PropagateOptions:
 
     radius: int = 150  # frames searched each way for a pixel that shows the hole's content
     combine: str = "nearest"  # nearest (fewest frames away; mean on a tie) | weighted (1/distance mix of both ways)
-    blend: str = "none"  # none | poisson (gradient-domain seam removal at the hole border)
+    blend: str = "none"  # none | poisson (gradient-domain blend: no seams at the hole border or between sources)
     fb_check: bool = True  # end a trajectory where it lands on content that the estimated flow says is occluded
     telea_radius: int = 3  # OpenCV Telea radius for pre-filling frames for flow and for never-revealed pixels
 
@@ -103,9 +104,16 @@ def _dilate(hole: np.ndarray, pixels: int) -> np.ndarray:
     return cv2.dilate(hole.astype(np.uint8), np.ones((2 * pixels + 1, 2 * pixels + 1), np.uint8)) > 0
 
 
-def _telea(frame: np.ndarray, hole: np.ndarray, radius: int) -> np.ndarray:
-    """OpenCV Telea fill of `hole` in a uint8 frame (a copy when there is nothing to fill)."""
-    return cv2.inpaint(frame, hole.astype(np.uint8), radius, cv2.INPAINT_TELEA) if hole.any() else frame.copy()
+def _blend_seams(
+    records: dict[int, FrameRecord], frame: np.ndarray, hole: np.ndarray, ys: np.ndarray, xs: np.ndarray,
+    chosen: Landing,
+) -> np.ndarray:
+    """`blend=poisson`: hole values `[N, 3]` at hole points `(ys, xs)` re-solved from their source gradients."""
+    y0, x0, y1, x1 = _box(hole, 1, hole.shape)
+    grads = np.full((y1 - y0, x1 - x0, len(STEPS), 3), np.nan)
+    grads[ys - y0, xs - x0] = source_gradients(records, chosen)
+    blended = poisson_blend(frame[y0:y1, x0:x1], hole[y0:y1, x0:x1], grads)
+    return blended[ys - y0, xs - x0]
 
 
 def _finish(
@@ -115,33 +123,19 @@ def _finish(
     """Inpaint frame `t` (uint8 [H, W, 3]) from the records -> (frame, hole pixels no other frame showed)."""
     if not hole.any():
         return frame, hole
-    size = hole.shape
-    ring = ring_of(hole) if opts.blend == "poisson" else np.zeros_like(hole)
-    ys, xs = np.nonzero(hole | ring)
-    vals, ok = fill_points(records, size, t, ys, xs, opts.radius, opts.combine, opts.fb_check)
-    in_hole = hole[ys, xs]
-    out = frame.astype(np.float64)
-    if opts.blend == "poisson" and ok[in_hole].any():
-        y0, x0, y1, x1 = _box(hole | ring, 1, size)
-        prop = np.full(size + (3,), np.nan)
-        prop[ys[ok], xs[ok]] = vals[ok]
-        crop = out[y0:y1, x0:x1].copy()
-        crop[hole[y0:y1, x0:x1]] = np.nan_to_num(prop[y0:y1, x0:x1][hole[y0:y1, x0:x1]])
-        filled_hole = hole[y0:y1, x0:x1] & np.isfinite(prop[y0:y1, x0:x1]).all(-1)
-        blended = blend_membrane(crop, filled_hole, prop[y0:y1, x0:x1], ring[y0:y1, x0:x1])
-        sel = hole[ys, xs] & ok
-        vals[sel] = blended[ys[sel] - y0, xs[sel] - x0]
-    take = in_hole & ok
-    out[ys[take], xs[take]] = vals[take]
-    result = np.clip(np.rint(out), 0, 255).astype(np.uint8)
-    result[~hole] = frame[~hole]
+    ys, xs = np.nonzero(hole)
+    vals, ok, chosen = fill_points(records, hole.shape, t, ys, xs, opts.radius, opts.combine, opts.fb_check)
+    if opts.blend == "poisson" and ok.any():
+        vals = _blend_seams(records, frame, hole, ys, xs, chosen)
+    take = ok
+    result = frame.copy()
+    result[ys[take], xs[take]] = np.clip(np.rint(vals[take]), 0, 255).astype(np.uint8)
     left = hole.copy()
     left[ys[take], xs[take]] = False
     stats.hole_pixels += int(hole.sum())
     stats.propagated += int(take.sum())
     if left.any():  # never revealed anywhere within the radius: spatial fill from the border inwards
-        result = _telea(result, left, opts.telea_radius)
-        result[~hole] = frame[~hole]
+        result = telea_frame(result, left, opts.telea_radius)
     return result, left
 
 
@@ -206,7 +200,7 @@ def propagate_video(
         frame = read_frames(j, j + 1)[0]
         hole = read_masks(j, j + 1)[0] > 0
         cur = dict(frame=frame, hole=hole, flow_next=None, flow_prev=None, flow_hole=_dilate(hole, dilation),
-                   prefilled=_telea(frame, hole, opts.telea_radius).astype(np.float32) / 255.0)
+                   prefilled=telea_frame(frame, hole, opts.telea_radius).astype(np.float32) / 255.0)
         pending.append((j, frame, hole))
         if win:
             prev = win[-1]
