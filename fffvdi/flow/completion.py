@@ -30,7 +30,9 @@ def flow_holes(masks: torch.Tensor, backward: bool = False, dilation: int = 0) -
         b = hole.shape[0]
         k = 2 * dilation + 1
         flat = rearrange(hole.float(), "b f c h w -> (b f) c h w")
-        flat = F.max_pool2d(flat, k, stride=1, padding=dilation)
+        # A square max filter is separable: two 1-D passes cost 2k instead of k^2 per pixel.
+        flat = F.max_pool2d(flat, (1, k), stride=1, padding=(0, dilation))
+        flat = F.max_pool2d(flat, (k, 1), stride=1, padding=(dilation, 0))
         hole = rearrange(flat, "(b f) c h w -> b f c h w", b=b) > 0.5
     return hole
 
