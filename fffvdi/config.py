@@ -36,7 +36,8 @@ class FlowConfig:
     method: str = "dis"  # dis (OpenCV, no weights) | raft_large | raft_small (torchvision RAFT)
     raft_weights: Optional[str] = None  # local RAFT state-dict file; None = torchvision's weight enum (downloads when online)
     raft_iters: int = 20  # RAFT refinement iterations (the official recipe uses 20)
-    completion: str = "smooth"  # weight-free completion inside holes: smooth | cv2_inpaint
+    completion: str = "smooth"  # weight-free completion inside holes: smooth (membrane, multigrid) | edge_aware
+    #   (membrane weighted by the pre-filled frame's edges; used by `propagate`) | cv2_inpaint (OpenCV NS per channel)
 
 
 @dataclass

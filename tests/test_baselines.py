@@ -98,8 +98,20 @@ def test_propagate_streams_in_order_with_a_bounded_buffer():
         order.append(t)
         out[t] = result[0]
 
-    stats = propagate_video(read, lambda a, b: masks[a:b], n, sink, DISFlow(), build_flow_completer("smooth"),
+    completer = build_flow_completer("smooth")
+    guides = []
+    plain_pair = completer.complete_pair
+
+    def spy_pair(fw, bw, m, frames=None):
+        guides.append(frames)
+        return plain_pair(fw, bw, m, frames)
+
+    completer.complete_pair = spy_pair
+    stats = propagate_video(read, lambda a, b: masks[a:b], n, sink, DISFlow(), completer,
                             PropagateOptions(radius=4), progress=False)
+    # each pair completed once, guided by its two pre-filled frames (no hole: Telea filled it)
+    assert len(guides) == n - 1 and all(g.shape == (1, 2, 3, 48, 64) for g in guides)
+    assert not torch.isclose(guides[0][0, 0].permute(1, 2, 0)[masks[0]], torch.tensor(0.0)).all()
     assert order == list(range(n)) and reads == list(range(n))  # each frame read once, finished in order
     assert stats.max_records <= 2 * 4 + 3  # the ring buffer follows the radius, not the length
     assert stats.propagated > 0.95 * stats.hole_pixels

@@ -54,9 +54,12 @@ class FlowCompleter(ABC):
         return self.fill(flows, flow_holes(masks, backward, self.dilation))
 
     def complete_pair(
-        self, flows_fw: torch.Tensor, flows_bw: torch.Tensor, masks: torch.Tensor
+        self, flows_fw: torch.Tensor, flows_bw: torch.Tensor, masks: torch.Tensor, frames: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Complete forward and backward flows; with `fb_holes` also refill fb-inconsistent in-bounds pixels."""
+        """Complete forward and backward flows; with `fb_holes` also refill fb-inconsistent in-bounds pixels.
+
+        `frames [B, F, 3, H, W]` in [0, 1] (hole-free, e.g. pre-filled) guide edge-aware completers; others ignore them.
+        """
         hole_fw = flow_holes(masks, False, self.dilation)
         hole_bw = flow_holes(masks, True, self.dilation)
         if self.fb_holes:
@@ -68,20 +71,30 @@ class FlowCompleter(ABC):
             bad_bw = ~fb_consistency(bw, fw) & in_bounds(bw)
             hole_fw = hole_fw | rearrange(bad_fw, "(b f) c h w -> b f c h w", b=b)
             hole_bw = hole_bw | rearrange(bad_bw, "(b f) c h w -> b f c h w", b=b)
-        return self.fill(flows_fw, hole_fw), self.fill(flows_bw, hole_bw)
+        guide_fw = guide_bw = None
+        if frames is not None:  # each flow lives on its source frame's grid
+            guide_fw, guide_bw = frames[:, :-1], frames[:, 1:]
+        return self.fill(flows_fw, hole_fw, guide_fw), self.fill(flows_bw, hole_bw, guide_bw)
 
-    def fill(self, flows: torch.Tensor, holes: torch.Tensor) -> torch.Tensor:
-        """Fill `flows [B, T, 2, H, W]` where `holes [B, T, 1, H, W]` is True."""
+    def fill(self, flows: torch.Tensor, holes: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+        """Fill `flows [B, T, 2, H, W]` where `holes [B, T, 1, H, W]` is True (`guide [B, T, 3, H, W]` optional)."""
         b = flows.shape[0]
         flat = rearrange(flows, "b t c h w -> (b t) c h w").float()
         hole = rearrange(holes, "b t c h w -> (b t) c h w").bool()
-        out = self._fill(flat, hole)
+        if guide is None:
+            out = self._fill(flat, hole)
+        else:
+            out = self._fill_guided(flat, hole, rearrange(guide, "b t c h w -> (b t) c h w").float())
         out = torch.where(hole, out, flat)  # outside the holes: the input, bit for bit
         return rearrange(out, "(b t) c h w -> b t c h w", b=b).to(flows.dtype)
 
     @abstractmethod
     def _fill(self, flows: torch.Tensor, holes: torch.Tensor) -> torch.Tensor:
         """Backend: `flows [N, 2, H, W]` float32, `holes [N, 1, H, W]` bool -> filled `[N, 2, H, W]`."""
+
+    def _fill_guided(self, flows: torch.Tensor, holes: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        """Backend with guide images `[N, 3, H, W]`; completers that use no guide ignore it."""
+        return self._fill(flows, holes)
 
 
 def _neighbour_mean(v: torch.Tensor) -> torch.Tensor:
@@ -195,13 +208,67 @@ class CV2InpaintCompleter(FlowCompleter):
         return torch.from_numpy(out).to(flows.device)
 
 
+class EdgeAwareCompleter(FlowCompleter):
+    """Weighted membrane fill solved exactly (scipy sparse LU): neighbours of similar colour in the guide
+    frame are tied strongly, across guide edges weakly (weight `exp(-|dI|^2 / (2 sigma^2))`), so the
+    completed flow may change where the (pre-filled) frame has an edge. Without a guide: plain Laplace."""
+
+    def __init__(self, sigma: float = 0.1, floor: float = 1e-3, dilation: int = 8, fb_holes: bool = False) -> None:
+        super().__init__(dilation, fb_holes)
+        self.sigma, self.floor = float(sigma), float(floor)
+
+    def _fill(self, flows: torch.Tensor, holes: torch.Tensor) -> torch.Tensor:
+        return self._fill_guided(flows, holes, None)
+
+    def _fill_guided(self, flows: torch.Tensor, holes: torch.Tensor, guide: torch.Tensor | None) -> torch.Tensor:
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.linalg import splu
+
+        out = flows.clone()
+        for i in range(flows.shape[0]):
+            hole = holes[i, 0].cpu().numpy()
+            if not hole.any():
+                continue
+            v = flows[i].cpu().numpy().astype(np.float64)  # [2, H, W]
+            g = None if guide is None else guide[i].cpu().numpy().astype(np.float64)  # [3, H, W]
+            h, w = hole.shape
+            ys, xs = np.nonzero(hole)
+            index = np.full((h, w), -1, np.int64)
+            index[ys, xs] = np.arange(len(ys))
+            rows, cols, vals = [], [], []
+            diag, rhs = np.zeros(len(ys)), np.zeros((len(ys), 2))
+            for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+                ny, nx = ys + dy, xs + dx
+                inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+                k, ny, nx = np.flatnonzero(inside), ny[inside], nx[inside]
+                wt = np.ones(len(k))
+                if g is not None:
+                    diff = ((g[:, ys[k], xs[k]] - g[:, ny, nx]) ** 2).sum(0)
+                    wt = np.exp(-diff / (2 * self.sigma**2)) + self.floor
+                diag[k] += wt
+                j = index[ny, nx]
+                unknown = j >= 0
+                rows.append(k[unknown])
+                cols.append(j[unknown])
+                vals.append(-wt[unknown])
+                rhs[k[~unknown]] += wt[~unknown, None] * v[:, ny[~unknown], nx[~unknown]].T
+            n = len(ys)
+            a = coo_matrix((np.concatenate([diag, *vals]), (np.concatenate([np.arange(n), *rows]),
+                                                             np.concatenate([np.arange(n), *cols]))), shape=(n, n))
+            sol = splu(a.tocsc()).solve(rhs)  # [n, 2]
+            out[i, :, ys, xs] = torch.from_numpy(sol.T.astype(np.float32)).to(flows.device)
+        return out
+
+
 def build_flow_completer(name: str = "smooth", **kwargs) -> FlowCompleter:
-    """Factory: 'smooth' (default, torch) | 'cv2_inpaint' (NS) | 'telea'; kwargs go to the completer."""
+    """Factory: 'smooth' (default, torch) | 'edge_aware' (guided, scipy) | 'cv2_inpaint' (NS) | 'telea'."""
     key = name.lower()
     if key == "smooth":
         return SmoothCompleter(**kwargs)
+    if key == "edge_aware":
+        return EdgeAwareCompleter(**kwargs)
     if key == "cv2_inpaint":
         return CV2InpaintCompleter(**kwargs)
     if key == "telea":
         return CV2InpaintCompleter(method="telea", **kwargs)
-    raise ConfigError(f"flow.completer={name!r} is unknown; use 'smooth', 'cv2_inpaint' or 'telea'")
+    raise ConfigError(f"flow.completer={name!r} is unknown; use 'smooth', 'edge_aware', 'cv2_inpaint' or 'telea'")

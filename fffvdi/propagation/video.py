@@ -93,7 +93,7 @@ class _Pairs:
         clip = torch.from_numpy(np.stack([prev, cur])).permute(0, 3, 1, 2)[None].float()  # [1, 2, 3, H, W]
         fw, bw = self.estimator(clip)
         masks = torch.from_numpy(holes.astype(np.float32))[None, :, None]  # [1, 2, 1, H, W]
-        fw, bw = self.completer.complete_pair(fw, bw, masks)
+        fw, bw = self.completer.complete_pair(fw, bw, masks, clip)  # the pre-filled frames guide edge-aware completion
         return fw[0, 0].cpu().numpy(), bw[0, 0].cpu().numpy()
 
 
