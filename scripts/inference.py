@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> Path:
     """Read, inpaint window by window, write; returns the output folder."""
     import torch
 
-    from fffvdi.io import MaskSource, VideoWriter, open_video, prepare_output_dir
+    from fffvdi.io import MaskSource, RecentFrames, VideoWriter, open_video, prepare_output_dir
     from fffvdi.methods import build_method
 
     cfg = build_config(args)
@@ -72,12 +72,17 @@ def run(args: argparse.Namespace) -> Path:
         "comparison": VideoWriter(out_dir, video.fps, write_png=False, mp4_name="comparison.mp4") if o.save_comparison else None,
     }
 
+    # The writers below re-read frames the method read a while ago (a window, or `propagate.radius` frames
+    # back): keep them, since re-reading a video file behind its decoder restarts decoding from frame 0.
+    keep = cfg.window.num_frames + 1 if cfg.method != "propagate" else cfg.propagate.radius + 3
+    read_frames, read_masks = RecentFrames(video.read, keep), RecentFrames(masks.read, keep)
+
     def sink(first: int, frames: np.ndarray) -> None:
         stop = first + len(frames)
         main.write(frames, video.names[first:stop])
         if side["masked"] or side["comparison"]:
-            src = video.read(first, stop)
-            hole = masks.read(first, stop)[..., None].astype(np.float32)
+            src = read_frames(first, stop)
+            hole = read_masks(first, stop)[..., None].astype(np.float32)
             if side["masked"]:
                 tinted = src * (1 - 0.5 * hole) + OVERLAY * 0.5 * hole
                 side["masked"].write(np.clip(tinted, 0, 255).astype(np.uint8), video.names[first:stop])
@@ -85,7 +90,7 @@ def run(args: argparse.Namespace) -> Path:
                 side["comparison"].write(np.concatenate([src, frames], axis=2), video.names[first:stop])
 
     try:
-        process(video.read, masks.read, len(video), sink)
+        process(read_frames, read_masks, len(video), sink)
     except torch.cuda.OutOfMemoryError:
         raise FFFVDIError(
             "out of GPU memory; try memory.offload=model window.decode_chunk_size=2 memory.forward_chunk_size=1 "

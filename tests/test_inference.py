@@ -185,3 +185,22 @@ def test_unknown_choice_fails_before_writing(tmp_path, tiny_svd_dir, capsys):
     code = CLI.main(["--video", str(frames_dir), "--mask", str(masks_dir), *_tiny_args(tiny_svd_dir, out, "sampling.clip_source=gt")])
     assert code == 2 and "sampling.clip_source" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_propagate_on_an_mp4_decodes_it_once(tmp_path, monkeypatch):
+    """The writers re-read frames `propagate.radius` behind the method: they must come from memory, not a
+    decoder restarted from frame 0 for every output frame."""
+    from fffvdi.io import video as video_io
+    from fffvdi.io import write_video
+
+    frames_dir, masks_dir = _write_clip(tmp_path / "in", 20, 48, 64)
+    clip = np.stack([cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in sorted(frames_dir.glob("*.png"))])
+    write_video(tmp_path / "clip.mp4", clip, fps=10)
+    restarts = []
+    original = video_io._SequentialDecoder._restart
+    monkeypatch.setattr(video_io._SequentialDecoder, "_restart", lambda self: restarts.append(1) or original(self))
+    out = tmp_path / "o"
+    assert CLI.main(["--video", str(tmp_path / "clip.mp4"), "--mask", str(masks_dir), "--method", "propagate",
+                     "--output", str(out), "propagate.radius=5"]) == 0
+    assert len(list((out / "frames").glob("*.png"))) == 20
+    assert len(restarts) == 1

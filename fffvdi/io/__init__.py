@@ -5,6 +5,7 @@ from fffvdi.io.output import VideoWriter, png_name, prepare_output_dir, write_vi
 from fffvdi.io.video import (
     DEFAULT_FPS,
     IMAGE_EXTS,
+    RecentFrames,
     VIDEO_EXTS,
     Video,
     VideoSource,
@@ -20,6 +21,7 @@ __all__ = [
     "IMAGE_EXTS",
     "VIDEO_EXTS",
     "MaskSource",
+    "RecentFrames",
     "Video",
     "VideoSource",
     "VideoWriter",

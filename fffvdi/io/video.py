@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -230,6 +230,29 @@ class Video:
     def size(self) -> tuple[int, int]:
         """(H, W)."""
         return (self.frames.shape[1], self.frames.shape[2])
+
+
+class RecentFrames:
+    """Remembers the last `keep` frames a `read(start, stop)` function returned, so that a consumer a
+    little behind the producer (an output writer behind a streaming method) does not read them again:
+    for a video file that would restart decoding from frame 0. Cached frames are shared, not copied."""
+
+    def __init__(self, read: Callable[[int, int], np.ndarray], keep: int) -> None:
+        self._read, self.keep = read, max(int(keep), 1)
+        self._frames: dict[int, np.ndarray] = {}
+
+    def __call__(self, start: int, stop: int) -> np.ndarray:
+        if stop > start and all(i in self._frames for i in range(start, stop)):
+            if stop - start == 1:
+                return self._frames[start][None]
+            return np.stack([self._frames[i] for i in range(start, stop)])
+        block = self._read(start, stop)
+        for i, frame in zip(range(start, stop), block):
+            self._frames[i] = frame
+        newest = max(self._frames, default=0)
+        for i in [i for i in self._frames if i <= newest - self.keep]:
+            del self._frames[i]
+        return block
 
 
 def open_video(path: str | Path, fps: float | None = None) -> VideoSource:
