@@ -144,3 +144,22 @@ def test_propagate_clip_passes_combine_and_fb_check_through():
     _, unfilled = propagate_clip(frames, masks, zero, bad_bw, estimated=est, targets=[2], fb_check=True)
     _, unchecked = propagate_clip(frames, masks, zero, bad_bw, estimated=est, targets=[2], fb_check=False)
     assert unfilled[2][masks[2]].all() and not unchecked[2][masks[2]].any()
+
+
+def test_clip_source_filled_is_frame0_with_its_hole_traced_from_later_frames():
+    import torch
+
+    from fffvdi.pipeline import clip_source_image
+
+    n, h, w, shift = 8, 48, 64, (2.4, 0.7)
+    video = translating_video(shift, n, size=(h, w))  # [1, F, 3, H, W]
+    masks = torch.zeros(1, n, 1, h, w)
+    masks[:, :, :, 16:32, 20:36] = 1
+    fw = const_flow(shift, n - 1, h, w)
+    filled = clip_source_image("filled", video, masks, fw, -fw)
+    masked = clip_source_image("masked", video, masks, fw, -fw)
+    hole = masks[0, 0, 0] > 0
+    assert filled.shape == (1, 3, h, w)
+    assert torch.equal(filled[0][:, ~hole], video[0, 0][:, ~hole])
+    assert psnr(filled[0][:, hole].numpy(), video[0, 0][:, hole].numpy()) > 40
+    assert (masked[0][:, hole] == 0).all()
