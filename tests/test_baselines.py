@@ -151,3 +151,22 @@ def test_poisson_blend_removes_an_illumination_seam():
         assert np.array_equal(out[~masks], frames[~masks])
         scores[blend] = psnr_u8(out[masks], frames[masks])
     assert scores["poisson"] > max(scores["none"] + 6, 40), scores  # measured 28.4 -> 40.9 dB
+
+
+def test_make_motion_scenes_writes_the_evaluation_layout(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    import cv2
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "make_motion_scenes.py"
+    spec = importlib.util.spec_from_file_location("make_motion_scenes", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main([str(tmp_path), "--frames", "3", "--size", "48x96"]) == 0
+    scenes = sorted(p.name for p in (tmp_path / "JPEGImages").iterdir())
+    assert len(scenes) == 4 and scenes == sorted(p.name for p in (tmp_path / "test_masks").iterdir())
+    mask = cv2.imread(str(tmp_path / "test_masks" / scenes[0] / "00001.png"), cv2.IMREAD_GRAYSCALE)
+    frame = cv2.imread(str(tmp_path / "JPEGImages" / scenes[0] / "00001.png"))
+    assert mask.shape == frame.shape[:2] == (48, 96) and 0 < (mask > 0).mean() < 0.2
+    assert mod.main([str(tmp_path), "--frames", "3", "--size", "48x96"]) == 2  # never overwrites unasked
