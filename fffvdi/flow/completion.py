@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from fffvdi.errors import ConfigError, InputError
+from fffvdi.flow.membrane import STEPS, solve_in_hole
 from fffvdi.flow.warp import fb_consistency, in_bounds
 
 
@@ -221,42 +222,21 @@ class EdgeAwareCompleter(FlowCompleter):
         return self._fill_guided(flows, holes, None)
 
     def _fill_guided(self, flows: torch.Tensor, holes: torch.Tensor, guide: torch.Tensor | None) -> torch.Tensor:
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.linalg import splu
-
         out = flows.clone()
         for i in range(flows.shape[0]):
             hole = holes[i, 0].cpu().numpy()
             if not hole.any():
                 continue
-            v = flows[i].cpu().numpy().astype(np.float64)  # [2, H, W]
-            g = None if guide is None else guide[i].cpu().numpy().astype(np.float64)  # [3, H, W]
-            h, w = hole.shape
-            ys, xs = np.nonzero(hole)
-            index = np.full((h, w), -1, np.int64)
-            index[ys, xs] = np.arange(len(ys))
-            rows, cols, vals = [], [], []
-            diag, rhs = np.zeros(len(ys)), np.zeros((len(ys), 2))
-            for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-                ny, nx = ys + dy, xs + dx
-                inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
-                k, ny, nx = np.flatnonzero(inside), ny[inside], nx[inside]
-                wt = np.ones(len(k))
-                if g is not None:
-                    diff = ((g[:, ys[k], xs[k]] - g[:, ny, nx]) ** 2).sum(0)
-                    wt = np.exp(-diff / (2 * self.sigma**2)) + self.floor
-                diag[k] += wt
-                j = index[ny, nx]
-                unknown = j >= 0
-                rows.append(k[unknown])
-                cols.append(j[unknown])
-                vals.append(-wt[unknown])
-                rhs[k[~unknown]] += wt[~unknown, None] * v[:, ny[~unknown], nx[~unknown]].T
-            n = len(ys)
-            a = coo_matrix((np.concatenate([diag, *vals]), (np.concatenate([np.arange(n), *rows]),
-                                                             np.concatenate([np.arange(n), *cols]))), shape=(n, n))
-            sol = splu(a.tocsc()).solve(rhs)  # [n, 2]
-            out[i, :, ys, xs] = torch.from_numpy(sol.T.astype(np.float32)).to(flows.device)
+            weights = None
+            if guide is not None:
+                g = guide[i].cpu().numpy().astype(np.float64)  # [3, H, W]
+                weights = np.ones((len(STEPS),) + hole.shape)
+                for s, (dy, dx) in enumerate(STEPS):  # colour difference to each neighbour (edge replicated)
+                    nb = np.roll(g, (-dy, -dx), axis=(1, 2))
+                    weights[s] = np.exp(-((g - nb) ** 2).sum(0) / (2 * self.sigma**2)) + self.floor
+            v = flows[i].cpu().numpy().transpose(1, 2, 0)  # [H, W, 2]
+            solved = solve_in_hole(v, hole, weights)
+            out[i] = torch.from_numpy(solved.transpose(2, 0, 1).astype(np.float32)).to(flows.device)
         return out
 
 

@@ -14,6 +14,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from fffvdi.errors import ConfigError
+from fffvdi.flow.membrane import STEPS, solve_in_hole
 from fffvdi.propagation.trace import FrameRecord, Landing, read_landings, records_from_clip, trace
 
 COMBINE = ("nearest", "weighted")
@@ -72,9 +73,6 @@ def fill_points(
     return out, ok, chosen
 
 
-STEPS = ((-1, 0), (1, 0), (0, -1), (0, 1))  # (dy, dx) of the 4-neighbours, the order of `source_gradients`
-
-
 def source_gradients(records: Mapping[int, FrameRecord], chosen: Landing) -> np.ndarray:
     """`[N, 4, C]` differences `I(q) - I(q + step)` read in each point's own source frame (NaN where not visible)."""
     c = next(r.values.shape[-1] for r in records.values() if r.values is not None)
@@ -90,43 +88,21 @@ def source_gradients(records: Mapping[int, FrameRecord], chosen: Landing) -> np.
 
 
 def poisson_blend(image: np.ndarray, hole: np.ndarray, grads: np.ndarray) -> np.ndarray:
-    """Gradient-domain fill of `hole` in `image [h, w, C]` (FGVC's seam removal), solved exactly with scipy.
+    """Gradient-domain fill of `hole` in `image [h, w, C]` (FGVC's seam removal), solved exactly.
 
     `grads [h, w, 4, C]` are differences `I(p) - I(p + step)` (`STEPS` order) read in each pixel's own
     source frame, NaN where unknown. The output keeps those gradients (the mean of the two estimates a
     neighbour pair has; zero where it has none) and meets the known pixels around the hole, so seams
     between source frames and colour offsets between frames (exposure, lighting) disappear.
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.linalg import splu
-
-    h, w = hole.shape
-    index = np.full((h, w), -1, np.int64)
-    ys, xs = np.nonzero(hole)
-    n = len(ys)
-    index[ys, xs] = np.arange(n)
-    rows, cols, diag = [], [], np.zeros(n)
-    rhs = np.zeros((n, image.shape[-1]))
+    guide = np.zeros((len(STEPS),) + image.shape)
     for s, (dy, dx) in enumerate(STEPS):
-        ny, nx = ys + dy, xs + dx
-        inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)  # no neighbour beyond the border: Neumann
-        i, ny, nx = np.flatnonzero(inside), ny[inside], nx[inside]
-        diag[i] += 1
-        back = STEPS.index((-dy, -dx))
-        pair = np.stack([grads[ys[i], xs[i], s], -grads[ny, nx, back]])  # two estimates of out_i - out_j
+        mine = grads[:, :, s]  # estimate from p's source frame
+        theirs = -np.roll(grads[:, :, STEPS.index((-dy, -dx))], (-dy, -dx), axis=(0, 1))  # from p + step's
+        pair = np.stack([mine, theirs])
         have = np.isfinite(pair)
-        rhs[i] += np.where(have, pair, 0).sum(0) / np.maximum(have.sum(0), 1)
-        j = index[ny, nx]
-        unknown = j >= 0
-        rows.append(i[unknown])
-        cols.append(j[unknown])
-        rhs[i[~unknown]] += image[ny[~unknown], nx[~unknown]]  # boundary values
-    rows, cols = np.concatenate(rows), np.concatenate(cols)
-    a = coo_matrix((np.concatenate([diag, -np.ones(len(rows))]),
-                    (np.concatenate([np.arange(n), rows]), np.concatenate([np.arange(n), cols]))), shape=(n, n))
-    out = image.astype(np.float64).copy()
-    out[ys, xs] = splu(a.tocsc()).solve(rhs)
-    return out
+        guide[s] = np.where(have, pair, 0).sum(0) / np.maximum(have.sum(0), 1)
+    return solve_in_hole(image, hole, guide=guide)
 
 
 def propagate_clip(
