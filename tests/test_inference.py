@@ -204,3 +204,25 @@ def test_propagate_on_an_mp4_decodes_it_once(tmp_path, monkeypatch):
                      "--output", str(out), "propagate.radius=5"]) == 0
     assert len(list((out / "frames").glob("*.png"))) == 20
     assert len(restarts) == 1
+
+
+def test_first_frame_fill_gets_latent_masks_and_forward_flows_in_order(tmp_path, tiny_svd_dir, monkeypatch):
+    """Wiring: the content pans left 2 px/frame, so at latent scale flows_fw is about -0.25 and flows_bw +0.25."""
+    import fffvdi.pipeline as pipeline_mod
+
+    calls = []
+    real = pipeline_mod.fill_first_frame_noise
+
+    def spy(noise, masks_l, flows_fw_l, flows_bw_l, **kw):
+        calls.append((noise.shape, masks_l.clone(), flows_fw_l.clone(), flows_bw_l.clone()))
+        return real(noise, masks_l, flows_fw_l, flows_bw_l, **kw)
+
+    monkeypatch.setattr(pipeline_mod, "fill_first_frame_noise", spy)
+    frames_dir, masks_dir = _write_clip(tmp_path / "in", 6, 64, 128)
+    args = _tiny_args(tiny_svd_dir, tmp_path / "o", "window.width=128", "mask.dilate=0")
+    assert CLI.main(["--video", str(frames_dir), "--mask", str(masks_dir), *args]) == 0
+    (shape, masks_l, fw, bw), = calls
+    assert shape[1] == 6 and masks_l.shape == (1, 6, 1, 8, 16) and fw.shape == bw.shape == (1, 5, 2, 8, 16)
+    mask0 = cv2.imread(str(masks_dir / "00000.png"), cv2.IMREAD_GRAYSCALE) > 127
+    assert masks_l[0, 0, 0].sum() > 0 and masks_l[0, 0, 0].sum() <= mask0.sum() / 64 + 4  # the hole, at 1/8
+    assert fw[0, :, 0].median() < -0.15 < 0.15 < bw[0, :, 0].median()
