@@ -1,0 +1,91 @@
+"""The pipeline's wiring, spied at its boundaries: what reaches the VAE, the UNet, guidance and first-frame filling."""
+import numpy as np
+import pytest
+import torch
+
+from fffvdi.config import load_config
+from fffvdi.inference_config import InferenceConfig
+
+N, H, W, SHIFT = 6, 64, 128, 3  # frames, canvas = input size (no resizing), pan in px/frame (content moves left)
+
+
+@pytest.fixture(scope="module")
+def components(tiny_svd_dir):
+    from fffvdi.models.loading import load_svd_components
+
+    return load_svd_components(str(tiny_svd_dir), None, torch.float32, "cpu")
+
+
+def make_pipe(components, *overrides):
+    from fffvdi.pipeline import FFFVDIPipeline
+
+    cfg = load_config(InferenceConfig, None, [
+        "model.dtype=float32", "model.device=cpu", "sampling.num_steps=2", f"window.height={H}", f"window.width={W}",
+        f"window.num_frames={N}", "window.decode_chunk_size=3", *overrides,
+    ])
+    return FFFVDIPipeline(components, cfg, torch.device("cpu"), torch.float32)
+
+
+def clip():
+    rng = np.random.default_rng(0)
+    import cv2
+
+    big = cv2.resize(rng.uniform(0, 255, (H // 8, (W + SHIFT * N) // 8, 3)).astype(np.float32), (W + SHIFT * N, H))
+    frames = np.stack([big[:, SHIFT * t : SHIFT * t + W] for t in range(N)]).clip(0, 255).astype(np.uint8)
+    masks = np.zeros((N, H, W), np.uint8)
+    masks[:, 16:48, 40:88] = 1
+    return frames, masks
+
+
+def test_conditioning_pixels_show_only_the_noise_augmentation_inside_the_hole(components, monkeypatch):
+    pipe = make_pipe(components)
+    seen = []
+    real = pipe.encode_conditioning
+    monkeypatch.setattr(pipe, "encode_conditioning", lambda px: seen.append(px.clone()) or real(px))
+    frames, masks = clip()
+    pipe(frames, masks, torch.Generator().manual_seed(0))
+    (px,) = seen  # [1, F, 3, H, W] in [-1, 1]
+    hole = torch.from_numpy(masks.astype(bool))[None, :, None].expand_as(px)
+    video = torch.from_numpy(frames).permute(0, 3, 1, 2)[None].float() / 127.5 - 1
+    aug = pipe.cfg.sampling.noise_aug_strength
+    assert px[hole].std() < 2 * aug and px[hole].abs().mean() < aug  # nothing of the hidden content
+    assert (px - video)[~hole].std() < 2 * aug  # the rest is the frame plus the same small noise
+
+
+def test_unet_sees_latent_masks_and_flows_and_guidance_rises(components, monkeypatch):
+    import fffvdi.pipeline as pipeline_mod
+
+    pipe = make_pipe(components)
+    unet_calls, scales_seen = [], []
+    unet = pipe.c.unet
+    real_forward = unet.forward
+    monkeypatch.setattr(unet, "forward", lambda *a, **k: unet_calls.append(k) or real_forward(*a, **k))
+    real_cfg = pipeline_mod.cfg_denoise
+    monkeypatch.setattr(pipeline_mod, "cfg_denoise",
+                        lambda d, z, s, c, u, scales: scales_seen.append(scales.clone()) or real_cfg(d, z, s, c, u, scales))
+    frames, masks = clip()
+    pipe(frames, masks, torch.Generator().manual_seed(0))
+    assert unet_calls
+    for kw in unet_calls:
+        m, fw, bw = kw.get("masks"), kw.get("flows_fw"), kw.get("flows_bw")
+        assert m is not None and fw is not None and bw is not None
+        assert m.shape[1:] == (N, 1, H // 8, W // 8) and fw.shape[1:] == bw.shape[1:] == (N - 1, 2, H // 8, W // 8)
+        assert m[0, :, 0, 2:6, 5:11].all() and m[0].sum() == N * 4 * 6  # the hole, cell for cell
+        assert fw[0, :, 0].median() < -SHIFT / 8 / 2 < 0 < SHIFT / 8 / 2 < bw[0, :, 0].median()
+    s = scales_seen[0]
+    assert s.shape == (N,) and s[0] == pipe.cfg.sampling.min_guidance_scale and s[-1] == pipe.cfg.sampling.max_guidance_scale
+    assert (s[1:] > s[:-1]).all()
+
+
+def test_memory_switches_keep_the_output_and_inversion_changes_the_hole(components):
+    frames, masks = clip()
+    base = make_pipe(components)(frames, masks, torch.Generator().manual_seed(0))
+    # window.decode_chunk_size is not among them: SVD's temporal VAE decoder mixes the frames of a chunk.
+    lean = make_pipe(components, "memory.offload=model", "memory.forward_chunk_size=1", "memory.attention=default")(
+        frames, masks, torch.Generator().manual_seed(0))
+    assert np.abs(base.astype(int) - lean.astype(int)).max() <= 2  # same computation, other kernels (measured 1)
+    inverted = make_pipe(components, "sampling.fill_source=inversion", "sampling.inversion_steps=2")(
+        frames, masks, torch.Generator().manual_seed(0))
+    hole = masks.astype(bool)
+    assert np.array_equal(inverted[~hole], frames[~hole])
+    assert np.abs(inverted[hole].astype(int) - base[hole].astype(int)).mean() > 1
