@@ -226,3 +226,23 @@ def test_first_frame_fill_gets_latent_masks_and_forward_flows_in_order(tmp_path,
     mask0 = cv2.imread(str(masks_dir / "00000.png"), cv2.IMREAD_GRAYSCALE) > 127
     assert masks_l[0, 0, 0].sum() > 0 and masks_l[0, 0, 0].sum() <= mask0.sum() / 64 + 4  # the hole, at 1/8
     assert fw[0, :, 0].median() < -0.15 < 0.15 < bw[0, :, 0].median()
+
+
+def test_cli_hands_the_method_masks_read_with_the_configured_dilation(tmp_path, monkeypatch):
+    import fffvdi.methods as methods_mod
+    from fffvdi.io import load_masks
+
+    seen = {}
+
+    def spy(cfg):
+        def run(read_frames, read_masks, total, sink, progress=True):
+            seen["masks"] = read_masks(0, total)
+            sink(0, read_frames(0, total))
+        return run
+
+    monkeypatch.setattr(methods_mod, "build_method", spy)
+    frames_dir, masks_dir = _write_clip(tmp_path / "in", 5, 32, 48)
+    assert CLI.main(["--video", str(frames_dir), "--mask", str(masks_dir), "--method", "telea",
+                     "--output", str(tmp_path / "o"), "mask.dilate=3"]) == 0
+    expected = load_masks(masks_dir, 5, (32, 48), dilate=3)
+    assert np.array_equal(seen["masks"], expected) and expected.sum() > load_masks(masks_dir, 5, (32, 48)).sum()
