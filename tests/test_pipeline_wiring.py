@@ -89,3 +89,23 @@ def test_memory_switches_keep_the_output_and_inversion_changes_the_hole(componen
     hole = masks.astype(bool)
     assert np.array_equal(inverted[~hole], frames[~hole])
     assert np.abs(inverted[hole].astype(int) - base[hole].astype(int)).mean() > 1
+
+
+def test_training_conditioning_never_sees_hole_pixels(components, monkeypatch):
+    from fffvdi.train_config import TrainConfig
+    from fffvdi.training import encode_batch
+
+    pipe = make_pipe(components)
+    t = load_config(TrainConfig, None, ["train.drop_image_embeds=0", "train.drop_cond_latents=0", "train.drop_both=0"]).train
+    seen = []
+    real = pipe.encode_conditioning
+    monkeypatch.setattr(pipe, "encode_conditioning", lambda px: seen.append(px.clone()) or real(px))
+    frames = torch.full((1, N, 3, H, W), 0.8)  # a bright clip: any leak of it into the hole shows
+    masks = torch.zeros(1, N, 1, H, W)
+    masks[..., 16:48, 40:88] = 1
+    flows = torch.zeros(1, N - 1, 2, H, W)
+    z0, cond = encode_batch(pipe, frames, masks, flows, flows, t, torch.Generator().manual_seed(0))
+    (px,) = seen
+    hole = (masks > 0).expand_as(px)
+    assert px[hole].mean().abs() < 0.05 and (px[~hole] - 0.8).mean().abs() < 0.05  # noise only / frame + noise
+    assert cond.masks is not None and cond.masks.shape == (1, N, 1, H // 8, W // 8) and cond.masks.sum() == N * 4 * 6
