@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -17,6 +18,7 @@ from fffvdi.edm import Conditioning, added_time_ids, sample_cond_aug
 from fffvdi.errors import ConfigError, InputError
 from fffvdi.pipeline import clip_source_image
 
+logger = logging.getLogger("fffvdi.train")
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 CLIP_SOURCES = ("masked", "filled", "raw")
 
@@ -253,6 +255,20 @@ class FlowClipDataset(torch.utils.data.Dataset):
 
 
 # --- batch -> target latents + conditioning --------------------------------------------------------
+def check_ranks_agree(accelerator: Any, params: Sequence[torch.nn.Parameter]) -> None:
+    """Raise unless every process holds the same trainable weights (DDP's gradient all-reduce keeps them equal;
+    if it broke, each rank would silently train its own model and only rank 0's would be saved)."""
+    sums = torch.stack([p.detach().double().sum() for p in params]).to(accelerator.device)  # [P]
+    everyone = accelerator.gather(sums[None])  # [R, P]
+    spread = (everyone - everyone[:1]).abs().max().item()
+    if spread > 1e-6 * max(1.0, everyone.abs().max().item()):
+        raise RuntimeError(
+            f"the {accelerator.num_processes} training processes hold different weights (max difference of "
+            f"parameter sums {spread:.3g}): gradients were not synchronised; check the distributed setup"
+        )
+    logger.info("weights agree across %d processes", accelerator.num_processes)
+
+
 def step_generator(seed: int, micro_step: int, rank: int, device: torch.device) -> torch.Generator:
     """RNG of one micro-step on one process: a resumed run draws exactly the noise of an uninterrupted one."""
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + micro_step * 1_009 + rank)

@@ -58,9 +58,10 @@ def main(argv: list[str] | None = None) -> TrainResult:
     from fffvdi.models.loading import load_svd_components
     from fffvdi.pipeline import FFFVDIPipeline
     from fffvdi.training import (
-        FlowClipDataset, batch_flows, build_clip_dataset, build_optimizer, check_train_config, checkpoint_step,
-        encode_batch, flat_config, inference_config, prepare_run_dir, prune_checkpoints, register_unet_checkpoint_hooks,
-        resolve_resume, resolve_weight_dtype, select_trainable, side_by_side, step_generator, validation_clip,
+        FlowClipDataset, batch_flows, build_clip_dataset, build_optimizer, check_ranks_agree, check_train_config,
+        checkpoint_step, encode_batch, flat_config, inference_config, prepare_run_dir, prune_checkpoints,
+        register_unet_checkpoint_hooks, resolve_resume, resolve_weight_dtype, select_trainable, side_by_side,
+        step_generator, validation_clip,
     )
 
     args = parse_args(argv)
@@ -232,8 +233,10 @@ def main(argv: list[str] | None = None) -> TrainResult:
                 break
         epoch, skip = epoch + 1, 0
 
-    # Save the final UNet (EMA weights if enabled) + the resolved config.
+    # Save the final UNet (EMA weights if enabled) + the resolved config, once all ranks are known to agree.
     accelerator.wait_for_everyone()
+    if accelerator.num_processes > 1:
+        check_ranks_agree(accelerator, params)
     if ema is not None:
         ema.copy_to(params)
     if accelerator.is_main_process:

@@ -259,6 +259,7 @@ def test_two_process_ddp_on_cpu(setup, tmp_path):
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es)" in proc.stderr, proc.stderr[-4000:]
+    assert "weights agree across 2 processes" in proc.stderr, proc.stderr[-4000:]  # the gradient all-reduce works
     assert (out / "unet" / "propagation.safetensors").is_file()
     assert (out / "checkpoint-2" / "unet" / "config.json").is_file()
     assert (out / "validation" / "step-2.mp4").is_file()
