@@ -102,10 +102,3 @@ def save_config(cfg: DictConfig, path: str | Path) -> Path:
     path.write_text(OmegaConf.to_yaml(cfg, resolve=True), encoding="utf-8")
     return path
 
-
-def config_from_yaml_text(schema: Type, text: str) -> DictConfig:
-    """Rebuild a config from YAML text stored in a checkpoint, validated against `schema`."""
-    try:
-        return OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.create(text))
-    except OmegaConfBaseException as err:
-        raise ConfigError(_one_line(err)) from None

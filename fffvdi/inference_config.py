@@ -34,7 +34,7 @@ class WindowConfig:
     height: int = 576  # model canvas height (multiple of 64); frames are resized to fit, aspect kept, then padded
     width: int = 1024  # model canvas width (multiple of 64)
     num_frames: int = 25  # frames per window (25 for SVD-XT, 14 for SVD)
-    overlap: int = 4  # frames shared by consecutive windows, cross-faded in latent space
+    overlap: int = 4  # frames shared by consecutive windows, cross-faded in pixels
     decode_chunk_size: int = 8  # frames decoded by the VAE at once (lower = less memory)
 
 

@@ -5,6 +5,7 @@ from omegaconf import OmegaConf
 from fffvdi.config import FlowConfig, ModelConfig, dtype_from_name, load_config, save_config
 from fffvdi.errors import ConfigError
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -73,3 +74,13 @@ def test_shipped_configs_are_valid():
     root = Path(__file__).resolve().parents[1] / "configs"
     for name in ("inference.yaml", "inference_tiny.yaml"):
         load_config(InferenceConfig, root / name)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    from fffvdi.inference_config import InferenceConfig
+    from fffvdi.train_config import TrainConfig
+
+    schema = TrainConfig if path.name.startswith("train") else InferenceConfig
+    cfg = load_config(schema, path)
+    assert cfg is not None

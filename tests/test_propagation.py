@@ -6,7 +6,7 @@ import torch
 from fffvdi.errors import InputError
 from fffvdi.flow.resize import resize_flows_and_masks
 from fffvdi.noise_fill import fill_first_frame_noise
-from synthetic_video import H, W, const_flow
+from synthetic_video import const_flow
 
 
 def test_resize_flows_and_masks():
@@ -145,3 +145,12 @@ def test_noise_fill_statistics_stay_standard_normal_under_subpixel_pan():
     assert got.sum() > 0.8 * masks[0, 0].sum()
     assert abs(vals.mean().item()) < 0.05 and abs(vals.std().item() - 1) < 0.05
     assert vals.unique().numel() == vals.numel()  # every value a distinct copied sample, none interpolated
+
+
+def test_noise_fill_rejects_mismatched_shapes():
+    noise = torch.zeros(1, 3, 4, 8, 8)
+    flows = torch.zeros(1, 2, 2, 8, 8)
+    with pytest.raises(InputError, match="masks"):
+        fill_first_frame_noise(noise, torch.zeros(1, 3, 1, 8, 4), flows, flows)
+    with pytest.raises(InputError, match="source_latents"):
+        fill_first_frame_noise(noise, torch.zeros(1, 3, 1, 8, 8), flows, flows, source_latents=torch.zeros(1, 3, 4, 4, 4))

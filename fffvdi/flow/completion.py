@@ -20,7 +20,6 @@ from einops import rearrange
 
 from fffvdi.errors import ConfigError, InputError
 from fffvdi.flow.membrane import STEPS, solve_in_hole
-from fffvdi.flow.warp import fb_consistency, in_bounds
 
 
 def flow_holes(masks: torch.Tensor, backward: bool = False, dilation: int = 0) -> torch.Tensor:
@@ -41,9 +40,8 @@ def flow_holes(masks: torch.Tensor, backward: bool = False, dilation: int = 0) -
 class FlowCompleter(ABC):
     """Replaces flow values inside holes by plausible ones; values outside holes stay exactly as given."""
 
-    def __init__(self, dilation: int = 8, fb_holes: bool = False) -> None:
+    def __init__(self, dilation: int = 8) -> None:
         self.dilation = int(dilation)
-        self.fb_holes = bool(fb_holes)
 
     def complete_flows(self, flows: torch.Tensor, masks: torch.Tensor, backward: bool = False) -> torch.Tensor:
         """`flows [B, F-1, 2, H, W]`, `masks [B, F, 1, H, W]` (1 = hole) -> completed flows, same shape."""
@@ -57,21 +55,12 @@ class FlowCompleter(ABC):
     def complete_pair(
         self, flows_fw: torch.Tensor, flows_bw: torch.Tensor, masks: torch.Tensor, frames: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Complete forward and backward flows; with `fb_holes` also refill fb-inconsistent in-bounds pixels.
+        """Complete forward and backward flows inside the (dilated) holes of their source frames.
 
         `frames [B, F, 3, H, W]` in [0, 1] (hole-free, e.g. pre-filled) guide edge-aware completers; others ignore them.
         """
         hole_fw = flow_holes(masks, False, self.dilation)
         hole_bw = flow_holes(masks, True, self.dilation)
-        if self.fb_holes:
-            b = flows_fw.shape[0]
-            fw = rearrange(flows_fw, "b f c h w -> (b f) c h w")
-            bw = rearrange(flows_bw, "b f c h w -> (b f) c h w")
-            # Out-of-bounds targets are genuine (content leaving the view), so only the error counts.
-            bad_fw = ~fb_consistency(fw, bw) & in_bounds(fw)
-            bad_bw = ~fb_consistency(bw, fw) & in_bounds(bw)
-            hole_fw = hole_fw | rearrange(bad_fw, "(b f) c h w -> b f c h w", b=b)
-            hole_bw = hole_bw | rearrange(bad_bw, "(b f) c h w -> b f c h w", b=b)
         guide_fw = guide_bw = None
         if frames is not None:  # each flow lives on its source frame's grid
             guide_fw, guide_bw = frames[:, :-1], frames[:, 1:]
@@ -133,9 +122,8 @@ class SmoothCompleter(FlowCompleter):
         margin: int = 16,
         min_size: int = 4,
         dilation: int = 8,
-        fb_holes: bool = False,
     ) -> None:
-        super().__init__(dilation, fb_holes)
+        super().__init__(dilation)
         self.iters = int(iters)
         self.omega = float(omega)
         self.margin = int(margin)
@@ -190,10 +178,10 @@ class CV2InpaintCompleter(FlowCompleter):
 
     _METHODS = {"ns": cv2.INPAINT_NS, "telea": cv2.INPAINT_TELEA}
 
-    def __init__(self, radius: int = 5, method: str = "ns", dilation: int = 8, fb_holes: bool = False) -> None:
-        super().__init__(dilation, fb_holes)
+    def __init__(self, radius: int = 5, method: str = "ns", dilation: int = 8) -> None:
+        super().__init__(dilation)
         if method not in self._METHODS:
-            raise ConfigError(f"flow.completer_method={method!r} is unknown; use 'ns' or 'telea'")
+            raise ConfigError(f"CV2InpaintCompleter(method={method!r}) is unknown; use 'ns' or 'telea'")
         self.radius = int(radius)
         self.method = self._METHODS[method]
 
@@ -214,8 +202,8 @@ class EdgeAwareCompleter(FlowCompleter):
     frame are tied strongly, across guide edges weakly (weight `exp(-|dI|^2 / (2 sigma^2))`), so the
     completed flow may change where the (pre-filled) frame has an edge. Without a guide: plain Laplace."""
 
-    def __init__(self, sigma: float = 0.1, floor: float = 1e-3, dilation: int = 8, fb_holes: bool = False) -> None:
-        super().__init__(dilation, fb_holes)
+    def __init__(self, sigma: float = 0.1, floor: float = 1e-3, dilation: int = 8) -> None:
+        super().__init__(dilation)
         self.sigma, self.floor = float(sigma), float(floor)
 
     def _fill(self, flows: torch.Tensor, holes: torch.Tensor) -> torch.Tensor:
@@ -251,4 +239,4 @@ def build_flow_completer(name: str = "smooth", **kwargs) -> FlowCompleter:
         return CV2InpaintCompleter(**kwargs)
     if key == "telea":
         return CV2InpaintCompleter(method="telea", **kwargs)
-    raise ConfigError(f"flow.completer={name!r} is unknown; use 'smooth', 'edge_aware', 'cv2_inpaint' or 'telea'")
+    raise ConfigError(f"flow.completion={name!r} is unknown; use 'smooth', 'edge_aware', 'cv2_inpaint' or 'telea'")

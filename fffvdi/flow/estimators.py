@@ -49,7 +49,7 @@ class DISFlow(FlowEstimator):
 
     def __init__(self, preset: str = "medium") -> None:
         if preset not in self._PRESETS:
-            raise ConfigError(f"flow.dis_preset={preset!r} is unknown; use one of {sorted(self._PRESETS)}")
+            raise ConfigError(f"DISFlow(preset={preset!r}) is unknown; use one of {sorted(self._PRESETS)}")
         self.preset = preset
 
     def estimate(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,7 +84,7 @@ class RAFTFlow(FlowEstimator):
         from torchvision.models import optical_flow as of
 
         if variant not in ("large", "small"):
-            raise ConfigError(f"flow.raft_variant={variant!r} is unknown; use 'large' or 'small'")
+            raise ConfigError(f"RAFT variant {variant!r} is unknown; use flow.method=raft_large or raft_small")
         builder = of.raft_large if variant == "large" else of.raft_small
         self.model = builder(weights=None, progress=False)
         if random_init or (isinstance(weights_path, str) and weights_path.lower() in ("none", "random")):
@@ -152,4 +152,4 @@ def build_flow_estimator(name: str, **kwargs) -> FlowEstimator:
         return DISFlow(**kwargs)
     if key in ("raft_large", "raft_small"):
         return RAFTFlow(variant=key.split("_")[1], **kwargs)
-    raise ConfigError(f"flow.estimator={name!r} is unknown; use 'dis', 'raft_large' or 'raft_small'")
+    raise ConfigError(f"flow.method={name!r} is unknown; use 'dis', 'raft_large' or 'raft_small'")
