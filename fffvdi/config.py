@@ -6,7 +6,7 @@ command line. Unknown keys and badly typed values raise `ConfigError` naming the
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Type
 
@@ -19,6 +19,18 @@ DEFAULT_PRETRAINED = "stabilityai/stable-video-diffusion-img2vid-xt-1-1"
 
 
 @dataclass
+class PropagationConfig:
+    """The propagation (DNA) module created when the UNet comes without one (a plain SVD folder).
+
+    A saved FFF-VDI UNet always rebuilds the module it was trained with (propagation_config.json).
+    """
+
+    arch: str = "light"  # light (128-wide bottleneck, 4.1 M params at 320 ch) | official (the authors' layout, 20.0 M)
+    hidden: Optional[int] = None  # light only: propagation width (None = min(channels, 128))
+    identity_init: bool = True  # zero the last fusion conv so a pretrained SVD is unchanged at step 0 (official: false)
+
+
+@dataclass
 class ModelConfig:
     """Where the SVD components and the fine-tuned FFF-VDI UNet come from."""
 
@@ -27,6 +39,7 @@ class ModelConfig:
     variant: Optional[str] = None  # weight variant on the hub, e.g. "fp16" to download half-size files
     dtype: str = "float16"  # float32 | float16 | bfloat16 (float16/bfloat16 fall back to float32 on CPU)
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
+    propagation: PropagationConfig = field(default_factory=PropagationConfig)
 
 
 @dataclass

@@ -51,7 +51,8 @@ def build_fffvdi(cfg: DictConfig) -> VideoMethod:
             stacklevel=2,
         )
     load_device = "cpu" if cfg.memory.offload == "model" else device
-    components = load_svd_components(cfg.model.pretrained, cfg.model.checkpoint, dtype, load_device, cfg.model.variant)
+    components = load_svd_components(cfg.model.pretrained, cfg.model.checkpoint, dtype, load_device, cfg.model.variant,
+                                     propagation=dict(cfg.model.propagation))
     pipe = FFFVDIPipeline(components, cfg, device, dtype)
 
     def process(frames: np.ndarray, masks: np.ndarray, generator: torch.Generator) -> np.ndarray:

@@ -131,19 +131,27 @@ def bench_unet_step(args, device: torch.device, dtype: torch.dtype, rep: bm.Repo
     ids = torch.tensor([[7.0, 127.0, 0.02]]).repeat(b, 1).to(device, dtype)
     timestep = torch.full((b,), 0.25 * math.log(10.0)).to(device, dtype)  # c_noise at sigma 10
     masks, fw, bw = latent_conditions(b, f, h, w, 8, device)
-    feats = torch.randn(b, f, unet.propagation.config["channels"], h, w, generator=g).to(device, dtype)
+    channels = unet.propagation.config["channels"]
+    feats = torch.randn(b, f, channels, h, w, generator=g).to(device, dtype)
+    from fffvdi.propagation.dna import DeformableNoiseAlignment
+
+    official = DeformableNoiseAlignment(channels=channels, arch="official").to(device, dtype)  # the authors' layout
     bm.reset_cuda_peak(device)
     with torch.no_grad():
         t = bm.time_interleaved(dict(
             fffvdi=lambda: unet(sample, timestep, embeds, ids, masks, fw, bw),
             plain=lambda: unet(sample, timestep, embeds, ids),  # masks/flows None: the hook is a no-op
             dna=lambda: unet.propagation(feats, masks, fw, bw),
+            dna_official=lambda: official(feats, masks, fw, bw),
         ), args.repeats, args.warmup, device)
     shape = f"{b}x{f}x8x{h}x{w}"
     full = rep.timing("unet_step", "fffvdi_unet", t["fffvdi"], shape=shape, dtype=args.dtype)
     plain = rep.timing("unet_step", "plain_svd_unet", t["plain"], shape=shape, dtype=args.dtype)
     dna = rep.timing("unet_step", "dna_module_alone", t["dna"], shape=f"{b}x{f}x{feats.shape[2]}x{h}x{w}")
+    dna_off = rep.timing("unet_step", "dna_official_alone", t["dna_official"], shape=f"{b}x{f}x{feats.shape[2]}x{h}x{w}")
     rep.add("unet_step", "propagation_overhead", 100.0 * (full / plain - 1.0), "%", note="fffvdi/plain - 1")
+    rep.add("unet_step", "dna_official_over_unet", 100.0 * dna_off / plain, "%", note="official module / plain UNet",
+            params_m=round(bm.count_params_m(official), 3))
     rep.add("unet_step", "dna_over_unet", 100.0 * dna / plain, "%", note="dna alone / plain UNet")
     rep.add("unet_step", "unet_params", bm.count_params_m(unet.unet), "M")
     rep.add("unet_step", "dna_params", bm.count_params_m(unet.propagation), "M")

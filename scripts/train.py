@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> TrainResult:
     # Setup model: frozen VAE/CLIP in weight_dtype; the FFF-VDI UNet stays float32 (AMP trains float32 weights).
     weight_dtype = resolve_weight_dtype(t.weight_dtype, t.mixed_precision, accelerator.device)
     components = load_svd_components(cfg.model.pretrained, cfg.model.checkpoint, dtype=torch.float32,
-                                     device=accelerator.device, variant=cfg.model.variant)
+                                     device=accelerator.device, variant=cfg.model.variant,
+                                     propagation=dict(cfg.model.propagation))
     components.vae.to(dtype=weight_dtype)
     components.image_encoder.to(dtype=weight_dtype)
     unet = components.unet

@@ -149,7 +149,8 @@ def test_bad_configs_and_inputs():
 def test_cost_at_svd_width():
     """At 320 channels: a few M parameters, under 10 % of an SVD UNet step in FLOPs."""
     m = DeformableNoiseAlignment(channels=320)
-    assert m.config == dict(channels=320, hidden=128, deform_groups=16, max_residue=3.0)
+    assert m.config == dict(channels=320, hidden=128, deform_groups=16, max_residue=3.0,
+                            arch="light", identity_init=True)
     n_params = sum(p.numel() for p in m.parameters())
     assert 1e6 < n_params < 0.01 * 1.5e9
     f, h, w = 3, 4, 4
@@ -204,3 +205,34 @@ def test_passes_read_neighbours_along_the_right_flows(monkeypatch):
             torch.testing.assert_close(flow, flows[:, k])
             torch.testing.assert_close(nb, out_at[d][src])
             torch.testing.assert_close(cond[:, hidden : 2 * hidden], flow_warp(nb, flows[:, k]))
+
+
+def test_official_architecture_matches_the_authors_parameter_count_and_init_options():
+    official = DeformableNoiseAlignment(channels=320, arch="official")
+    assert sum(p.numel() for p in official.parameters()) == 20_035_744  # the authors' noise_refiner at 320 channels
+    assert sum(p.numel() for p in DeformableNoiseAlignment(channels=320).parameters()) == 4_107_296  # light
+    small = dict(channels=C, arch="official", deform_groups=4)
+    feats, masks, fw, bw = _inputs(7)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        assert torch.equal(DeformableNoiseAlignment(**small)(feats, masks, fw, bw), feats)  # identity_init default
+        torch.manual_seed(0)
+        random = DeformableNoiseAlignment(**small, identity_init=False)(feats, masks, fw, bw)
+    change = ((random - feats).norm() / feats.norm()).item()
+    assert 0 < change < 1  # starts as a perturbation of the input, like the official module
+    with pytest.raises(ConfigError, match="arch"):
+        DeformableNoiseAlignment(channels=C, arch="heavy")
+    with pytest.raises(ConfigError, match="hidden"):
+        DeformableNoiseAlignment(channels=C, hidden=16, arch="official")
+
+
+def test_fresh_module_follows_the_propagation_config_and_saved_modules_keep_theirs(tiny_svd_dir, tmp_path):
+    from fffvdi.models.loading import load_svd_components
+
+    comps = load_svd_components(str(tiny_svd_dir), propagation=dict(arch="official", identity_init=False))
+    prop = comps.unet.propagation
+    assert prop.config["arch"] == "official" and not prop.config["identity_init"]
+    assert isinstance(prop.proj_in, torch.nn.Identity) and len(prop.align["bwd"].offset_net) == 7  # 4 convs
+    comps.unet.save_pretrained(tmp_path / "ckpt")
+    again = load_svd_components(str(tiny_svd_dir), checkpoint=str(tmp_path / "ckpt"), propagation=dict(arch="light"))
+    assert again.unet.propagation.config == prop.config  # the saved module wins over the config

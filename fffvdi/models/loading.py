@@ -86,8 +86,13 @@ def load_svd_components(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     variant: Optional[str] = None,
+    propagation: Optional[dict] = None,
 ) -> SVDComponents:
-    """Load SVD from a hub id or local folder; the UNet comes from `checkpoint` when given."""
+    """Load SVD from a hub id or local folder; the UNet comes from `checkpoint` when given.
+
+    `propagation` (DeformableNoiseAlignment arguments: arch, hidden, identity_init) shapes the module
+    created when the UNet folder has none; a saved module is always rebuilt from its own config.
+    """
     from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
@@ -110,10 +115,11 @@ def load_svd_components(
                 f"no FFF-VDI UNet at {ckpt} (config.json missing); pass the folder saved by training, "
                 "e.g. OUTPUT_DIR/unet or OUTPUT_DIR/checkpoint-N/unet"
             )
-        unet = FFFVDIUNet.from_pretrained(str(ckpt), torch_dtype=dtype)
+        unet = FFFVDIUNet.from_pretrained(str(ckpt), torch_dtype=dtype, propagation=propagation)
     else:
         try:
-            unet = FFFVDIUNet.from_pretrained(pretrained, subfolder="unet", torch_dtype=dtype, variant=variant, local_files_only=local or None)
+            unet = FFFVDIUNet.from_pretrained(pretrained, subfolder="unet", torch_dtype=dtype, variant=variant,
+                                              local_files_only=local or None, propagation=propagation)
         except (OSError, ValueError) as err:
             raise ModelLoadError(f"could not load the UNet of '{pretrained}': {str(err).splitlines()[0]}") from err
     for module in (unet, vae, image_encoder):

@@ -142,9 +142,11 @@ class FFFVDIUNet(torch.nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, subfolder: str | None = None, torch_dtype: torch.dtype | None = None, **kwargs
+        cls, path: str | Path, subfolder: str | None = None, torch_dtype: torch.dtype | None = None,
+        propagation: dict | None = None, **kwargs
     ) -> "FFFVDIUNet":
-        """Load a UNet folder (or SVD root with `subfolder="unet"`, or hub id) and its propagation module if saved."""
+        """Load a UNet folder (or SVD root with `subfolder="unet"`, or hub id) and its propagation module if saved;
+        else a fresh module built with the `propagation` arguments (arch, hidden, identity_init)."""
         from diffusers import UNetSpatioTemporalConditionModel
 
         try:
@@ -157,9 +159,11 @@ class FFFVDIUNet(torch.nn.Module):
                                  f"diffusers UNet folder, an SVD root with subfolder='unet', or a cached hub id") from e
         files = _find_propagation_files(path, subfolder, kwargs)
         if files is None:
-            logger.warning("No %s next to the UNet weights in %s: using a fresh identity-initialised propagation "
-                           "module", PROPAGATION_WEIGHTS, path)
-            return cls(unet)
+            fresh = DeformableNoiseAlignment(channels=unet.conv_in.out_channels, **(propagation or {}))
+            init = "identity-initialised" if fresh.config["identity_init"] else "randomly initialised"
+            logger.warning("No %s next to the UNet weights in %s: using a fresh %s propagation module (arch %s)",
+                           PROPAGATION_WEIGHTS, path, init, fresh.config["arch"])
+            return cls(unet, fresh.to(device=unet.device, dtype=unet.dtype))
         return cls(unet, _load_propagation(*files, unet=unet))
 
 

@@ -7,8 +7,11 @@ convolution (offsets = flow + bounded learned residue, as in BasicVSR++ / ProPai
 with the current feature. A zero-initialised fusion conv adds the result to the input, so a new
 module is an exact identity and a pretrained SVD is unchanged at step 0.
 
-The recurrent steps run at a reduced width `hidden` (default min(channels, 128)): at 320 channels
-this costs about 3 % of an SVD UNet step in FLOPs.
+`arch='light'` (default) runs the recurrent steps at a reduced width `hidden` (default
+min(channels, 128)): 4.1 M parameters at 320 channels, about 3 % of an SVD UNet step in FLOPs.
+`arch='official'` is the authors' `noise_refiner` layout at the full width (no projection, a
+4-conv offset net): 20,035,744 parameters at 320 channels. `identity_init=False` keeps the random
+last fusion conv as the official code starts (the module then changes a pretrained SVD at step 0).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from fffvdi.errors import ConfigError, InputError
 from fffvdi.flow.warp import fb_consistency, flow_warp
 
 _KERNEL = 3  # deformable kernel size (3x3)
+ARCHS = ("light", "official")  # light: 128-wide bottleneck (4.1 M at 320 ch); official: the authors' layout (20.0 M)
 
 
 def _conv_lrelu_conv(c_in: int, c_mid: int, c_out: int) -> nn.Sequential:
@@ -33,17 +37,18 @@ def _conv_lrelu_conv(c_in: int, c_mid: int, c_out: int) -> nn.Sequential:
 class FlowGuidedDeformAlign(nn.Module):
     """Align a neighbour feature to the current frame: modulated deformable conv with offsets = flow + residue."""
 
-    def __init__(self, hidden: int, deform_groups: int, max_residue: float) -> None:
+    def __init__(self, hidden: int, deform_groups: int, max_residue: float, offset_layers: int = 3) -> None:
         super().__init__()
         self.deform_groups = deform_groups
         self.max_residue = max_residue
         taps = deform_groups * _KERNEL * _KERNEL
-        # Predicts 2 offsets + 1 modulation logit per group and kernel tap from the condition.
-        self.offset_net = nn.Sequential(
-            nn.Conv2d(2 * hidden + 4, hidden, 3, padding=1), nn.LeakyReLU(0.1, inplace=True),
-            nn.Conv2d(hidden, hidden, 3, padding=1), nn.LeakyReLU(0.1, inplace=True),
-            nn.Conv2d(hidden, 3 * taps, 3, padding=1),
-        )
+        # Predicts 2 offsets + 1 modulation logit per group and kernel tap from the condition:
+        # `offset_layers` 3x3 convs with leaky ReLUs between (3 in the light design, 4 in the official one).
+        layers: list[nn.Module] = [nn.Conv2d(2 * hidden + 4, hidden, 3, padding=1)]
+        for _ in range(offset_layers - 2):
+            layers += [nn.LeakyReLU(0.1, inplace=True), nn.Conv2d(hidden, hidden, 3, padding=1)]
+        layers += [nn.LeakyReLU(0.1, inplace=True), nn.Conv2d(hidden, 3 * taps, 3, padding=1)]
+        self.offset_net = nn.Sequential(*layers)
         # Zero-init: offsets start exactly at the flow, modulation at sigmoid(0) = 0.5.
         nn.init.zeros_(self.offset_net[-1].weight)
         nn.init.zeros_(self.offset_net[-1].bias)
@@ -75,9 +80,17 @@ class DeformableNoiseAlignment(nn.Module):
     """Bidirectional recurrent propagation of `[B, F, C, h, w]` features guided by flows; identity at init."""
 
     def __init__(
-        self, channels: int = 320, hidden: int | None = None, deform_groups: int = 16, max_residue: float = 3.0
+        self, channels: int = 320, hidden: int | None = None, deform_groups: int = 16, max_residue: float = 3.0,
+        arch: str = "light", identity_init: bool = True,
     ) -> None:
         super().__init__()
+        if arch not in ARCHS:
+            raise ConfigError(f"model.propagation.arch={arch!r} is unknown; use one of {', '.join(ARCHS)}")
+        if arch == "official":  # the authors' noise_refiner propagates at the full conv_in width
+            if hidden not in (None, channels):
+                raise ConfigError(f"model.propagation.hidden={hidden} conflicts with arch=official, which runs at the "
+                                  f"full width {channels}; leave hidden unset or use arch=light")
+            hidden = channels
         hidden = min(channels, 128) if hidden is None else hidden
         if channels < 1 or hidden < 1 or deform_groups < 1:
             raise ConfigError(f"DeformableNoiseAlignment: channels={channels}, hidden={hidden}, "
@@ -85,18 +98,21 @@ class DeformableNoiseAlignment(nn.Module):
         if hidden % deform_groups != 0:
             raise ConfigError(f"DeformableNoiseAlignment: deform_groups={deform_groups} must divide the "
                               f"propagation width hidden={hidden}; pick hidden as a multiple of deform_groups")
-        self._config = dict(channels=channels, hidden=hidden, deform_groups=deform_groups, max_residue=float(max_residue))
+        self._config = dict(channels=channels, hidden=hidden, deform_groups=deform_groups, max_residue=float(max_residue),
+                            arch=arch, identity_init=bool(identity_init))
         self.gradient_checkpointing = False
 
-        self.proj_in = nn.Conv2d(channels, hidden, 3, padding=1)
+        # light: a 3x3 projection to the narrower width; official: the features as they are.
+        self.proj_in = nn.Identity() if arch == "official" else nn.Conv2d(channels, hidden, 3, padding=1)
+        offset_layers = 4 if arch == "official" else 3
         self.align = nn.ModuleDict(
-            {d: FlowGuidedDeformAlign(hidden, deform_groups, max_residue) for d in ("bwd", "fwd")}
+            {d: FlowGuidedDeformAlign(hidden, deform_groups, max_residue, offset_layers) for d in ("bwd", "fwd")}
         )
         self.backbone = nn.ModuleDict({d: _conv_lrelu_conv(2 * hidden + 1, hidden, hidden) for d in ("bwd", "fwd")})
         self.fusion = _conv_lrelu_conv(2 * hidden + 1, hidden, channels)
-        # Zero-init the last fusion conv: out == input exactly until training moves it.
-        nn.init.zeros_(self.fusion[-1].weight)
-        nn.init.zeros_(self.fusion[-1].bias)
+        if identity_init:  # zero the last fusion conv: out == input exactly until training moves it
+            nn.init.zeros_(self.fusion[-1].weight)
+            nn.init.zeros_(self.fusion[-1].bias)
 
     @property
     def config(self) -> dict:
