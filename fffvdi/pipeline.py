@@ -99,13 +99,15 @@ class FFFVDIPipeline:
         return torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
 
     @torch.no_grad()
-    def encode_conditioning(self, pixels: torch.Tensor) -> torch.Tensor:
-        """VAE latents `[B, F, 4, h, w]` (distribution mode, unscaled as SVD conditions) of `pixels [B, F, 3, H, W]`."""
+    def encode_conditioning(self, pixels: torch.Tensor, sample: Optional[torch.Generator] = None) -> torch.Tensor:
+        """VAE latents `[B, F, 4, h, w]` (unscaled, as SVD conditions) of `pixels [B, F, 3, H, W]`: the posterior's
+        mode, or a draw from it with the `sample` generator (the official training does that)."""
         b = pixels.shape[0]
         chunk = self.cfg.window.decode_chunk_size
         flat = rearrange(pixels, "b f c h w -> (b f) c h w")
         with self._on_device(self.c.vae) as vae:
-            out = [vae.encode(part.to(self.dtype)).latent_dist.mode() for part in flat.split(chunk)]
+            dists = [vae.encode(part.to(self.dtype)).latent_dist for part in flat.split(chunk)]
+            out = [d.mode() if sample is None else d.sample(sample) for d in dists]
         return rearrange(torch.cat(out), "(b f) c h w -> b f c h w", b=b).float()
 
     @torch.no_grad()

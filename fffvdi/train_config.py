@@ -94,6 +94,7 @@ class TrainLoopConfig:
     drop_image_embeds: float = 0.1
     drop_cond_latents: float = 0.1
     drop_both: float = 0.1
+    cond_latents: str = "mode"  # conditioning latents: mode of the VAE posterior (= inference) | sample (official)
     clip_source: str = "masked"  # frame CLIP embeds: masked (frame 0 with its hole) | filled (hole propagated) | raw (leaks)
     fps: int = 7  # fps micro-condition (the same value inference passes; see fffvdi.edm.added_time_ids)
     motion_bucket_id: int = 127  # SVD's motion micro-condition

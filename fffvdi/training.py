@@ -33,6 +33,8 @@ def check_train_config(cfg: DictConfig) -> None:
                           "with each >= 0 (they are exclusive events of one draw)")
     if t.clip_source not in CLIP_SOURCES:
         raise ConfigError(f"train.clip_source={t.clip_source!r} is unknown; use one of {', '.join(CLIP_SOURCES)}")
+    if t.cond_latents not in ("mode", "sample"):
+        raise ConfigError(f"train.cond_latents={t.cond_latents!r} is unknown; use mode or sample")
     if t.mixed_precision not in ("no", "fp16", "bf16"):
         raise ConfigError(f"train.mixed_precision={t.mixed_precision!r} is unknown; use no, fp16 or bf16")
     h, w = cfg.data.size
@@ -306,7 +308,8 @@ def encode_batch(pipe: Any, frames: torch.Tensor, masks: torch.Tensor, flows_fw:
     sigma_c = sample_cond_aug(b, t.cond_aug_mean, t.cond_aug_std, generator=generator, device=dev)  # [B]
     masked = frames * (1 - masks)
     noise = torch.randn(masked.shape, generator=generator, device=dev, dtype=masked.dtype)
-    cond_latents = pipe.encode_conditioning(masked + sigma_c.view(-1, 1, 1, 1, 1) * noise)  # unscaled, distribution mode
+    draw = generator if t.cond_latents == "sample" else None  # official: a posterior sample; ours: its mode
+    cond_latents = pipe.encode_conditioning(masked + sigma_c.view(-1, 1, 1, 1, 1) * noise, draw)  # unscaled
     embeds = pipe.clip_embed(clip_source_image(t.clip_source, frames, masks, flows_fw, flows_bw))  # [B, 1, D]
     time_ids = added_time_ids(t.fps, t.motion_bucket_id, sigma_c, b, device=dev)
     cond = Conditioning(cond_latents, embeds, time_ids, masks_l, flows_fw_l, flows_bw_l)

@@ -41,7 +41,7 @@ def test_conditioning_pixels_show_only_the_noise_augmentation_inside_the_hole(co
     pipe = make_pipe(components)
     seen = []
     real = pipe.encode_conditioning
-    monkeypatch.setattr(pipe, "encode_conditioning", lambda px: seen.append(px.clone()) or real(px))
+    monkeypatch.setattr(pipe, "encode_conditioning", lambda px, *a: seen.append(px.clone()) or real(px, *a))
     frames, masks = clip()
     pipe(frames, masks, torch.Generator().manual_seed(0))
     (px,) = seen  # [1, F, 3, H, W] in [-1, 1]
@@ -99,7 +99,7 @@ def test_training_conditioning_never_sees_hole_pixels(components, monkeypatch):
     t = load_config(TrainConfig, None, ["train.drop_image_embeds=0", "train.drop_cond_latents=0", "train.drop_both=0"]).train
     seen = []
     real = pipe.encode_conditioning
-    monkeypatch.setattr(pipe, "encode_conditioning", lambda px: seen.append(px.clone()) or real(px))
+    monkeypatch.setattr(pipe, "encode_conditioning", lambda px, *a: seen.append(px.clone()) or real(px, *a))
     frames = torch.full((1, N, 3, H, W), 0.8)  # a bright clip: any leak of it into the hole shows
     masks = torch.zeros(1, N, 1, H, W)
     masks[..., 16:48, 40:88] = 1
@@ -109,3 +109,13 @@ def test_training_conditioning_never_sees_hole_pixels(components, monkeypatch):
     hole = (masks > 0).expand_as(px)
     assert px[hole].mean().abs() < 0.05 and (px[~hole] - 0.8).mean().abs() < 0.05  # noise only / frame + noise
     assert cond.masks is not None and cond.masks.shape == (1, N, 1, H // 8, W // 8) and cond.masks.sum() == N * 4 * 6
+
+
+def test_conditioning_latents_mode_or_posterior_sample(components):
+    pipe = make_pipe(components)
+    px = torch.rand(1, 2, 3, H, W) * 2 - 1
+    mode = pipe.encode_conditioning(px)
+    assert torch.equal(mode, pipe.encode_conditioning(px))  # deterministic
+    a = pipe.encode_conditioning(px, torch.Generator().manual_seed(1))
+    b = pipe.encode_conditioning(px, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not torch.allclose(a, mode)  # a seeded draw around the mode

@@ -142,7 +142,7 @@ def test_ema_weights_are_saved_at_the_end(setup):
                   "checkpoint.total_limit=null", "train.ema.enabled=true",
                   # also exercise the other paths: flows in the main process, filled CLIP image, hole weight, recompute
                   "flow.in_workers=false", "train.clip_source=filled", "train.mask_weight=2.0",
-                  "train.gradient_checkpointing=true")
+                  "train.gradient_checkpointing=true", "train.cond_latents=sample")
     w1, w2 = (_state(FFFVDIUNet.from_pretrained(out / f"checkpoint-{n}" / "unet")) for n in (1, 2))
     final = _state(FFFVDIUNet.from_pretrained(out / "unet"))
     d = 2.0 / 11.0
