@@ -60,6 +60,7 @@ class MaskConfig:
     threshold: int = 127  # a mask pixel is a hole where its value (0..255) is above this
     dilate: int = 4  # iterations of a 3x3 cross dilation applied to every mask (0 = none)
     resize: str = "nearest"  # mask size differs from frame size: nearest (resize) | error
+    mode: str = "mask"  # mask (as drawn) | box (each frame's mask becomes its bounding box, as the official validation)
 
 
 def dtype_from_name(name: str):

@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> Path:
     cfg = build_config(args)
     video = open_video(args.video, fps=cfg.fps)
     masks = MaskSource.for_video(
-        args.mask, video, threshold=cfg.mask.threshold, dilate=cfg.mask.dilate, resize=cfg.mask.resize
+        args.mask, video, threshold=cfg.mask.threshold, dilate=cfg.mask.dilate, resize=cfg.mask.resize,
+        mode=cfg.mask.mode,
     )
     masks.is_empty()  # warns (naming the path) when no frame has a hole; the output then equals the input
     name = Path(args.video).stem if Path(args.video).is_file() else Path(args.video).resolve().name

@@ -228,7 +228,7 @@ def test_first_frame_fill_gets_latent_masks_and_forward_flows_in_order(tmp_path,
     assert fw[0, :, 0].median() < -0.15 < 0.15 < bw[0, :, 0].median()
 
 
-def test_cli_hands_the_method_masks_read_with_the_configured_dilation(tmp_path, monkeypatch):
+def test_cli_hands_the_method_masks_read_with_the_configured_dilation_and_mode(tmp_path, monkeypatch):
     import fffvdi.methods as methods_mod
     from fffvdi.io import load_masks
 
@@ -246,3 +246,6 @@ def test_cli_hands_the_method_masks_read_with_the_configured_dilation(tmp_path, 
                      "--output", str(tmp_path / "o"), "mask.dilate=3"]) == 0
     expected = load_masks(masks_dir, 5, (32, 48), dilate=3)
     assert np.array_equal(seen["masks"], expected) and expected.sum() > load_masks(masks_dir, 5, (32, 48)).sum()
+    assert CLI.main(["--video", str(frames_dir), "--mask", str(masks_dir), "--method", "telea",
+                     "--output", str(tmp_path / "b"), "mask.dilate=0", "mask.mode=box"]) == 0
+    assert np.array_equal(seen["masks"], load_masks(masks_dir, 5, (32, 48), mode="box"))

@@ -357,3 +357,23 @@ def test_writer_warns_on_stale_pngs(tmp_path: Path):
     w.write(rand_frames(1), ["00000.png"])
     with pytest.warns(UserWarning, match="00099.png"):
         w.close()
+
+
+def test_box_mode_turns_each_mask_into_its_bounding_box(tmp_path):
+    from fffvdi.io import load_masks
+
+    (tmp_path / "m").mkdir()
+    for i in range(2):
+        m = np.zeros((20, 30), np.uint8)
+        cv2.circle(m, (10 + 5 * i, 10), 4, 255, -1)
+        m[2, 25] = 255  # a stray pixel far away widens the box
+        cv2.imwrite(str(tmp_path / "m" / f"{i}.png"), m)
+    boxes = load_masks(tmp_path / "m", 2, (20, 30), mode="box")
+    plain = load_masks(tmp_path / "m", 2, (20, 30))
+    for i in range(2):
+        ys, xs = np.nonzero(plain[i])
+        expect = np.zeros_like(plain[i])
+        expect[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] = 1
+        assert np.array_equal(boxes[i], expect) and boxes[i].sum() > plain[i].sum()
+    with pytest.raises(ConfigError, match="mask.mode"):
+        load_masks(tmp_path / "m", 2, (20, 30), mode="ellipse")

@@ -42,6 +42,18 @@ def dilate_mask(mask: np.ndarray, iterations: int) -> np.ndarray:
     return cv2.dilate(mask, _CROSS, iterations=iterations)
 
 
+MASK_MODES = ("mask", "box")  # box: each mask replaced by its bounding box (the official validation does this)
+
+
+def bounding_box(mask: np.ndarray) -> np.ndarray:
+    """The filled bounding box of a binary mask `[H, W]` (an empty mask stays empty)."""
+    ys, xs = np.nonzero(mask)
+    out = np.zeros_like(mask)
+    if ys.size:
+        out[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] = 1
+    return out
+
+
 class MaskSource:
     """Lazy masks aligned to a video's frames; `read(start, stop)` returns uint8 [n, H, W] in {0, 1}.
 
@@ -58,6 +70,7 @@ class MaskSource:
         threshold: int = 127,
         dilate: int = 0,
         resize: str = "nearest",
+        mode: str = "mask",
     ):
         self.path = Path(path)
         self.num_frames, self.frame_size = int(num_frames), (int(frame_size[0]), int(frame_size[1]))
@@ -67,7 +80,9 @@ class MaskSource:
             raise ConfigError(f"mask dilate {dilate} must be an integer >= 0 (iterations of a 3x3 cross)")
         if resize not in RESIZE_MODES:
             raise ConfigError(f"mask resize {resize!r} must be one of {RESIZE_MODES}")
-        self.threshold, self.dilate, self.resize = threshold, int(dilate), resize
+        if mode not in MASK_MODES:
+            raise ConfigError(f"mask.mode={mode!r} is unknown; use one of {', '.join(MASK_MODES)}")
+        self.threshold, self.dilate, self.resize, self.mode = threshold, int(dilate), resize, mode
         check_exists(self.path, "mask")
 
         self._files: list[Path] | None = None
@@ -120,6 +135,8 @@ class MaskSource:
                     "resize the masks to the frame size or allow nearest resizing"
                 )
             mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)  # same as PIL NEAREST
+        if self.mode == "box":
+            mask = bounding_box(mask)
         return dilate_mask(mask, self.dilate)
 
     def _stored(self, start: int, stop: int) -> list[np.ndarray]:
@@ -179,9 +196,10 @@ def load_masks(
     threshold: int = 127,
     dilate: int = 0,
     resize: str = "nearest",
+    mode: str = "mask",
 ) -> np.ndarray:
     """All masks as uint8 [F, H, W] in {0, 1}; warns if every frame is empty."""
-    src = MaskSource(path, num_frames, frame_size, threshold=threshold, dilate=dilate, resize=resize)
+    src = MaskSource(path, num_frames, frame_size, threshold=threshold, dilate=dilate, resize=resize, mode=mode)
     try:
         masks = src.read(0, num_frames)
         src._empty = not masks.any()
