@@ -18,10 +18,7 @@ from torch import Tensor, nn
 
 from fffvdi.errors import InputError
 
-# SVD's recipe (SPEC section 4); kept as module constants so train and test read one value.
-P_MEAN, P_STD = 0.7, 1.6  # training sigma ~ LogNormal(P_MEAN, P_STD)
-COND_AUG_MEAN, COND_AUG_STD = -3.0, 0.5  # conditioning noise sigma_c ~ LogNormal(mean, std)
-SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 700.0, 7.0  # SVD scheduler config for the Karras schedule
+from fffvdi.recipe import COND_AUG_MEAN, COND_AUG_STD, P_MEAN, P_STD, RHO, SIGMA_MAX, SIGMA_MIN  # noqa: F401
 
 
 def edm_scalings(sigma: Tensor | float) -> tuple[Tensor, Tensor, Tensor, Tensor]:

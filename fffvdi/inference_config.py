@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from fffvdi.config import FlowConfig, MaskConfig, ModelConfig
+from fffvdi.recipe import SIGMA_MAX, SIGMA_MIN
 
 
 @dataclass
@@ -12,8 +13,8 @@ class SamplingConfig:
     """EDM sampling and SVD micro-conditioning."""
 
     num_steps: int = 25  # Euler steps on Karras sigmas
-    sigma_min: float = 0.002  # smallest noise level of the schedule (SVD's scheduler value)
-    sigma_max: float = 700.0  # largest noise level (SVD's scheduler value)
+    sigma_min: float = SIGMA_MIN  # smallest noise level of the schedule (SVD's scheduler value, fffvdi/recipe.py)
+    sigma_max: float = SIGMA_MAX  # largest noise level (SVD's scheduler value)
     min_guidance_scale: float = 1.0  # classifier-free guidance of frame 0 ...
     max_guidance_scale: float = 3.0  # ... rising linearly to the last frame
     fps: int = 7  # fps micro-condition, passed as is (training uses the same value)

@@ -24,8 +24,9 @@ from fffvdi.sampling import cfg_denoise, guidance_scales, invert_euler, sample_e
 
 logger = logging.getLogger(__name__)
 
+CLIP_SOURCES = ("masked", "filled", "raw")  # the image CLIP embeds (see clip_source_image); training shares it
 CHOICES = {  # config keys with a closed set of values, checked before any work starts
-    "sampling.clip_source": ("masked", "filled", "raw"),
+    "sampling.clip_source": CLIP_SOURCES,
     "sampling.fill_source": ("noise", "inversion"),
     "memory.offload": ("none", "model"),
     "memory.attention": ("sdpa", "default"),

@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from fffvdi.config import FlowConfig, ModelConfig
+from fffvdi.config import DEFAULT_PRETRAINED, FlowConfig, PropagationConfig
+from fffvdi.recipe import COND_AUG_MEAN, COND_AUG_STD, P_MEAN, P_STD
 
 # Temporal layers of diffusers' UNetSpatioTemporalConditionModel + the FFF-VDI propagation module.
 # Names are substrings of FFFVDIUNet parameter names ("unet.down_blocks.0.attentions.0.temporal_transformer_blocks...",
@@ -82,10 +83,10 @@ class TrainLoopConfig:
     seed: int = 42  # seeds model-independent randomness; per-step noise is a function of (seed, step, process)
     weight_dtype: str = "auto"  # dtype of the frozen VAE/CLIP: auto (follows mixed_precision) | float32 | float16 | bfloat16
     vae_chunk_size: int = 8  # frames the VAE encodes at once
-    p_mean: float = 0.7  # training noise ln(sigma) ~ N(p_mean, p_std^2) (EDM / SVD)
-    p_std: float = 1.6
-    cond_aug_mean: float = -3.0  # conditioning noise ln(sigma_c) ~ N(mean, std^2), added to the masked frames in
-    cond_aug_std: float = 0.5  # pixel space before the VAE; sigma_c is also the noise_aug_strength time id
+    p_mean: float = P_MEAN  # training noise ln(sigma) ~ N(p_mean, p_std^2) (EDM / SVD; fffvdi/recipe.py)
+    p_std: float = P_STD
+    cond_aug_mean: float = COND_AUG_MEAN  # conditioning noise ln(sigma_c) ~ N(mean, std^2), added to the masked frames in
+    cond_aug_std: float = COND_AUG_STD  # pixel space before the VAE; sigma_c is also the noise_aug_strength time id
     mask_weight: float = 0.0  # loss weight inside the latent hole is (1 + mask_weight) times the weight outside
     # CFG dropout, one uniform draw u per clip: u < drop_both drops the CLIP embedding AND the conditioning latents;
     # the next drop_image_embeds of [0, 1) drops only the embedding, the next drop_cond_latents only the latents.
@@ -139,10 +140,22 @@ class ValidationConfig:
 
 
 @dataclass
-class TrainConfig:
-    """Everything scripts/train.py reads. `model.dtype`/`model.device` are unused (train.weight_dtype, accelerate)."""
+class TrainModelConfig:
+    """Where training starts from. Precision is not a model key here: `train.mixed_precision` and
+    `train.weight_dtype` decide it."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrained: str = DEFAULT_PRETRAINED  # hub id or local folder in diffusers layout
+    checkpoint: Optional[str] = None  # a saved FFF-VDI UNet folder to start from (e.g. a previous run's unet/)
+    variant: Optional[str] = None  # weight variant on the hub, e.g. "fp16" to download half-size files
+    propagation: PropagationConfig = field(default_factory=PropagationConfig)  # module built when none is saved
+    device: str = "auto"  # auto (accelerate's choice) | cpu (train on the CPU even when a GPU is present)
+
+
+@dataclass
+class TrainConfig:
+    """Everything scripts/train.py reads."""
+
+    model: TrainModelConfig = field(default_factory=TrainModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     flow: TrainFlowConfig = field(default_factory=TrainFlowConfig)
     trainable: List[str] = field(default_factory=lambda: list(DEFAULT_TRAINABLE))  # substrings of parameter names

@@ -16,11 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from fffvdi.edm import Conditioning, added_time_ids, sample_cond_aug
 from fffvdi.errors import ConfigError, InputError
-from fffvdi.pipeline import clip_source_image
+from fffvdi.pipeline import CLIP_SOURCES, clip_source_image
 
 logger = logging.getLogger("fffvdi.train")
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-CLIP_SOURCES = ("masked", "filled", "raw")
 
 
 # --- configuration checks and trainable weights ----------------------------------------------------
@@ -330,8 +329,10 @@ def inference_config(cfg: DictConfig) -> DictConfig:
                     clip_source=t.clip_source, first_frame_filling=v.first_frame_filling, seed=v.seed)
     window = dict(height=cfg.data.size[0], width=cfg.data.size[1], num_frames=cfg.data.num_frames,
                   overlap=min(4, cfg.data.num_frames - 1), decode_chunk_size=t.vae_chunk_size)
+    model = OmegaConf.to_container(cfg.model)  # the same keys, less training's device choice
+    model["device"] = "auto"
     return OmegaConf.merge(OmegaConf.structured(InferenceConfig),
-                           {"model": cfg.model, "flow": flow, "sampling": sampling, "window": window})
+                           {"model": model, "flow": flow, "sampling": sampling, "window": window})
 
 
 def validation_clip(cfg: DictConfig) -> tuple[np.ndarray, np.ndarray]:

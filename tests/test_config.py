@@ -84,3 +84,11 @@ def test_every_shipped_config_loads(path):
     schema = TrainConfig if path.name.startswith("train") else InferenceConfig
     cfg = load_config(schema, path)
     assert cfg is not None
+
+
+def test_training_has_no_model_dtype_key():
+    from fffvdi.train_config import TrainConfig
+
+    with pytest.raises(ConfigError, match="dtype"):
+        load_config(TrainConfig, None, ["model.dtype=float16"])  # precision is train.mixed_precision / weight_dtype
+    assert load_config(TrainConfig, None, ["model.propagation.arch=official"]).model.propagation.arch == "official"
