@@ -32,8 +32,9 @@ class SamplingConfig:
 class WindowConfig:
     """Model canvas and long-video windows."""
 
-    height: int = 576  # model canvas height (multiple of 64); frames are resized to fit, aspect kept, then padded
-    width: int = 1024  # model canvas width (multiple of 64)
+    height: Optional[int] = None  # model canvas height (multiple of 64); frames are resized to fit, aspect kept, then
+    #   padded. None: the training size stored beside model.checkpoint (its run's config.yaml), else 576
+    width: Optional[int] = None  # model canvas width (multiple of 64); None: as height, else 1024
     num_frames: int = 25  # frames per window (25 for SVD-XT, 14 for SVD)
     overlap: int = 4  # frames shared by consecutive windows, cross-faded in pixels
     decode_chunk_size: int = 8  # frames decoded by the VAE at once (lower = less memory)
@@ -86,3 +87,34 @@ class InferenceConfig:
     propagate: PropagateConfig = field(default_factory=PropagateConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     fps: Optional[float] = None  # fps of a frames-folder input (video files keep their own); None = 24
+
+
+DEFAULT_CANVAS = (576, 1024)  # SVD-XT's native (H, W)
+
+
+def training_size(checkpoint: Optional[str]) -> Optional[tuple[int, int]]:
+    """(H, W) a checkpoint was trained at: `data.size` of the config.yaml saved beside it or one folder up."""
+    if not checkpoint:
+        return None
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    for folder in (Path(checkpoint), Path(checkpoint).parent):
+        path = folder / "config.yaml"
+        if path.is_file():
+            size = OmegaConf.select(OmegaConf.load(path), "data.size")
+            if size is not None and len(size) == 2:
+                return int(size[0]), int(size[1])
+    return None
+
+
+def resolve_canvas(cfg) -> None:
+    """Fill an unset `window.height`/`window.width` from the checkpoint's training size, else SVD-XT's 576x1024."""
+    if cfg.window.height is not None and cfg.window.width is not None:
+        return
+    size = training_size(cfg.model.checkpoint) or DEFAULT_CANVAS
+    if cfg.window.height is None:
+        cfg.window.height = size[0]
+    if cfg.window.width is None:
+        cfg.window.width = size[1]

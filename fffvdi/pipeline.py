@@ -17,6 +17,7 @@ from fffvdi.errors import ConfigError
 from fffvdi.flow.completion import build_flow_completer
 from fffvdi.flow.estimators import build_flow_estimator
 from fffvdi.flow.resize import resize_flows_and_masks
+from fffvdi.inference_config import resolve_canvas
 from fffvdi.models.loading import SVDComponents
 from fffvdi.noise_fill import fill_first_frame_noise
 from fffvdi.propagation.pixels import propagate_clip
@@ -66,6 +67,7 @@ class FFFVDIPipeline:
             value = OmegaConf.select(cfg, key)
             if value not in allowed:
                 raise ConfigError(f"{key}={value!r} is unknown; use one of {', '.join(allowed)}")
+        resolve_canvas(cfg)  # an unset canvas follows the checkpoint's training size
         self.c = components
         self.cfg = cfg
         self.device = device

@@ -14,7 +14,7 @@ import numpy as np
 
 from fffvdi.config import load_config, save_config
 from fffvdi.errors import FFFVDIError
-from fffvdi.inference_config import InferenceConfig
+from fffvdi.inference_config import InferenceConfig, resolve_canvas
 
 OVERLAY = np.array([255, 64, 64], np.float32)  # mask colour in masked_input.mp4
 
@@ -41,7 +41,9 @@ def build_config(args: argparse.Namespace):
             overrides.append(f"{key}={getattr(args, flag)}")
     if args.overwrite:
         overrides.append("output.overwrite=true")
-    return load_config(InferenceConfig, args.config, overrides)
+    cfg = load_config(InferenceConfig, args.config, overrides)
+    resolve_canvas(cfg)  # an unset canvas follows the checkpoint's training size
+    return cfg
 
 
 def run(args: argparse.Namespace) -> Path:

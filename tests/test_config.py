@@ -92,3 +92,20 @@ def test_training_has_no_model_dtype_key():
     with pytest.raises(ConfigError, match="dtype"):
         load_config(TrainConfig, None, ["model.dtype=float16"])  # precision is train.mixed_precision / weight_dtype
     assert load_config(TrainConfig, None, ["model.propagation.arch=official"]).model.propagation.arch == "official"
+
+
+def test_unset_canvas_follows_the_checkpoint_training_size(tmp_path):
+    from fffvdi.inference_config import InferenceConfig, resolve_canvas
+
+    run = tmp_path / "run"
+    (run / "unet").mkdir(parents=True)
+    (run / "config.yaml").write_text("data:\n  size: [128, 256]\n")
+    cfg = load_config(InferenceConfig, None, [f"model.checkpoint={run / 'unet'}"])
+    resolve_canvas(cfg)
+    assert (cfg.window.height, cfg.window.width) == (128, 256)
+    cfg = load_config(InferenceConfig, None, [f"model.checkpoint={run / 'unet'}", "window.width=512"])
+    resolve_canvas(cfg)
+    assert (cfg.window.height, cfg.window.width) == (128, 512)  # an explicit value wins
+    cfg = load_config(InferenceConfig, None, [])
+    resolve_canvas(cfg)
+    assert (cfg.window.height, cfg.window.width) == (576, 1024)  # no checkpoint: SVD-XT's size

@@ -106,9 +106,11 @@ def _check(s: EvalSettings) -> None:
 
 def _method_config(s: EvalSettings):
     from fffvdi.config import load_config
-    from fffvdi.inference_config import InferenceConfig
+    from fffvdi.inference_config import InferenceConfig, resolve_canvas
 
-    return load_config(InferenceConfig, s.config, [*s.overrides, f"method={s.method}"])
+    cfg = load_config(InferenceConfig, s.config, [*s.overrides, f"method={s.method}"])
+    resolve_canvas(cfg)
+    return cfg
 
 
 def _fingerprint(s: EvalSettings, cfg) -> dict[str, Any]:
