@@ -1,0 +1,240 @@
+"""The named pieces of scripts/train.py's loop: setup (run folder, model, optimizer, data, EMA, resume) and the
+per-step work (one micro-step, logging, checkpoint, validation, final save). Each reads the config it needs."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from omegaconf import DictConfig
+
+from fffvdi.config import save_config
+from fffvdi.errors import InputError
+
+logger = logging.getLogger("fffvdi.train")
+
+
+# --- setup ---------------------------------------------------------------------------------------
+def setup_run(cfg: DictConfig) -> tuple[Any, Path, Optional[Path]]:
+    """Accelerator (DDP / DeepSpeed / one device, from `accelerate launch`), run folder, seeds, logging.
+
+    Returns `(accelerator, output_dir, checkpoint_to_resume_or_None)`.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration, set_seed
+
+    from fffvdi.training import prepare_run_dir, resolve_resume
+
+    t, ck = cfg.train, cfg.checkpoint
+    out_dir = Path(ck.output_dir)
+    accelerator = Accelerator(
+        # Without a GPU, say so: only then does a multi-process launch form one CPU (gloo) group.
+        cpu=cfg.model.device == "cpu" or not torch.cuda.is_available(),
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        mixed_precision=t.mixed_precision,
+        log_with=None if cfg.logging.report_to == "none" else cfg.logging.report_to,
+        project_config=ProjectConfiguration(project_dir=str(out_dir), logging_dir=str(out_dir / "logs")),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=t.seed),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=t.find_unused_parameters)],
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        level=logging.INFO if accelerator.is_main_process else logging.WARNING)
+    resume_dir = resolve_resume(out_dir, ck.resume_from_checkpoint)
+    prepare_run_dir(out_dir, resuming=ck.resume_from_checkpoint is not None, overwrite=ck.overwrite,
+                    main=accelerator.is_main_process)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_config(cfg, out_dir / "config.yaml")
+    set_seed(t.seed)  # same on every process (same initial weights); per-process noise comes from step_generator
+    if t.allow_tf32 and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return accelerator, out_dir, resume_dir
+
+
+def setup_model(cfg: DictConfig, accelerator: Any) -> tuple[Any, list[torch.nn.Parameter], torch.dtype]:
+    """SVD components with the FFF-VDI UNet in float32 (AMP trains float32 weights), VAE/CLIP frozen in
+    `train.weight_dtype`; returns `(components, trainable_params, weight_dtype)`."""
+    from fffvdi.models.loading import load_svd_components
+    from fffvdi.training import resolve_weight_dtype, select_trainable
+
+    t = cfg.train
+    weight_dtype = resolve_weight_dtype(t.weight_dtype, t.mixed_precision, accelerator.device)
+    components = load_svd_components(cfg.model.pretrained, cfg.model.checkpoint, dtype=torch.float32,
+                                     device=accelerator.device, variant=cfg.model.variant,
+                                     propagation=dict(cfg.model.propagation))
+    components.vae.to(dtype=weight_dtype)
+    components.image_encoder.to(dtype=weight_dtype)
+    unet = components.unet
+    params = select_trainable(unet, cfg.trainable)
+    total, n = sum(p.numel() for p in unet.parameters()), sum(p.numel() for p in params)
+    logger.info("trainable parameters: %d of %d (%.1f %%) in %d tensors matching %s", n, total, 100.0 * n / total,
+                len(params), list(cfg.trainable))
+    if t.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    unet.train()
+    return components, params, weight_dtype
+
+
+def setup_optimizer(cfg: DictConfig, params: list[torch.nn.Parameter], accelerator: Any) -> tuple[Any, Any]:
+    """AdamW (or 8-bit AdamW) and the LR schedule; the prepared scheduler steps once per process per step."""
+    from diffusers.optimization import get_scheduler
+
+    from fffvdi.training import build_optimizer
+
+    optimizer = build_optimizer(params, cfg.optim)
+    lr_scheduler = get_scheduler(cfg.optim.lr_scheduler, optimizer,
+                                 num_warmup_steps=cfg.optim.warmup_steps * accelerator.num_processes,
+                                 num_training_steps=cfg.train.max_steps * accelerator.num_processes)
+    return optimizer, lr_scheduler
+
+
+def setup_data(cfg: DictConfig, accelerator: Any) -> torch.utils.data.DataLoader:
+    """Clips (+ DIS flows estimated in the workers), shuffled reproducibly per (seed, epoch)."""
+    from fffvdi.training import FlowClipDataset, build_clip_dataset
+
+    t = cfg.train
+    clips = build_clip_dataset(cfg, seed=t.seed)
+    flows_in_workers = cfg.flow.in_workers and cfg.flow.method == "dis"
+    dataset = FlowClipDataset(clips, cfg.flow.method, cfg.flow.cache_dir) if flows_in_workers else clips
+    loader = torch.utils.data.DataLoader(dataset, batch_size=t.batch_size, shuffle=True, drop_last=True,
+                                         num_workers=cfg.data.num_workers, pin_memory=accelerator.device.type == "cuda")
+    if len(loader) == 0:
+        raise InputError(f"data.root={cfg.data.root} gives {len(dataset)} clips, fewer than train.batch_size="
+                          f"{t.batch_size}; add videos or lower the batch size")
+    return loader
+
+
+def setup_ema(cfg: DictConfig, params: list[torch.nn.Parameter], accelerator: Any) -> Any:
+    """An EMA of the trainable weights, saved with every checkpoint (None when disabled)."""
+    if not cfg.train.ema.enabled:
+        return None
+    from diffusers.training_utils import EMAModel
+
+    ema = EMAModel(params, decay=cfg.train.ema.decay)
+    ema.to(device=accelerator.device, dtype=torch.float32)  # float32 shadow even when DeepSpeed trains in fp16
+    accelerator.register_for_checkpointing(ema)
+    return ema
+
+
+def resume(accelerator: Any, resume_dir: Optional[Path], cfg: DictConfig) -> int:
+    """Restore weights, optimizer, schedule and EMA from `resume_dir`; returns the optimizer step to start from."""
+    from fffvdi.training import checkpoint_step
+
+    if resume_dir is None:
+        if cfg.checkpoint.resume_from_checkpoint is not None:
+            logger.info("no checkpoint in %s to resume from; starting at step 0", cfg.checkpoint.output_dir)
+        return 0
+    accelerator.load_state(str(resume_dir))
+    step = checkpoint_step(resume_dir)
+    logger.info("resumed from %s at step %d", resume_dir, step)
+    return step
+
+
+# --- one step and what follows it -----------------------------------------------------------------
+def micro_step(accelerator: Any, pipe: Any, denoiser: Any, batch: dict, params: list[torch.nn.Parameter],
+               optimizer: Any, lr_scheduler: Any, cfg: DictConfig, generator: torch.Generator) -> tuple[float, Any]:
+    """Flows, conditioning, EDM loss, backward, clipping and the (accumulated) optimizer step for one batch.
+
+    Call inside `accelerator.accumulate(unet)`. Returns `(loss, grad_norm or None)`.
+    """
+    from fffvdi.training import batch_flows, encode_batch
+
+    t = cfg.train
+    flows_fw, flows_bw = batch_flows(batch, pipe.flow_fn, cfg.flow.cache_dir)
+    z0, cond = encode_batch(pipe, batch["frames"], batch["masks"], flows_fw.to(accelerator.device),
+                            flows_bw.to(accelerator.device), t, generator)
+    if denoiser.net_dtype not in (None, torch.float32):  # DeepSpeed fp16/bf16: no autocast, propagation inputs must match
+        cond = cond.to(dtype=denoiser.net_dtype)
+    loss, _ = denoiser.loss(z0, cond, generator=generator, mask_weight=t.mask_weight)
+    accelerator.backward(loss)
+    grad_norm = None
+    if accelerator.sync_gradients:
+        max_norm = cfg.optim.max_grad_norm if cfg.optim.max_grad_norm > 0 else math.inf
+        grad_norm = accelerator.clip_grad_norm_(params, max_norm)  # None under DeepSpeed
+    optimizer.step()
+    lr_scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item(), grad_norm
+
+
+class StepLog:
+    """Mean loss, learning rate, grad norm, steps/s and GPU memory every `logging.every_steps` optimizer steps."""
+
+    def __init__(self, accelerator: Any, cfg: DictConfig) -> None:
+        self.accelerator, self.cfg = accelerator, cfg
+        self.loss, self.steps, self.start = torch.zeros((), device=accelerator.device), 0, time.perf_counter()
+
+    def __call__(self, step: int, loss: float, lr: float, grad_norm: Any) -> None:
+        self.loss, self.steps = self.loss + loss, self.steps + 1
+        if step % self.cfg.logging.every_steps and step != self.cfg.train.max_steps:
+            return
+        logs = {"loss": self.accelerator.reduce(self.loss / self.steps, reduction="mean").item(), "lr": lr,
+                "steps_per_s": self.steps / (time.perf_counter() - self.start)}
+        if grad_norm is not None:
+            logs["grad_norm"] = float(grad_norm)
+        if torch.cuda.is_available():
+            logs["max_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+        self.accelerator.log(logs, step=step)
+        logger.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
+        self.loss, self.steps, self.start = torch.zeros_like(self.loss), 0, time.perf_counter()
+
+
+def save_checkpoint(accelerator: Any, cfg: DictConfig, out_dir: Path, step: int) -> None:
+    """`checkpoint-N/` (accelerate state + unet/ via the registered hook + config.yaml), older ones pruned."""
+    from fffvdi.training import prune_checkpoints
+
+    ck = cfg.checkpoint
+    ckpt_dir = out_dir / f"checkpoint-{step}"
+    if accelerator.is_main_process:
+        for old in prune_checkpoints(out_dir, ck.total_limit):
+            logger.info("removed %s (checkpoint.total_limit=%s)", old, ck.total_limit)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(ckpt_dir))
+    if accelerator.is_main_process:
+        save_config(cfg, ckpt_dir / "config.yaml")
+        logger.info("saved %s", ckpt_dir)
+
+
+def validate(accelerator: Any, cfg: DictConfig, pipe: Any, raw_unet: Any, ema: Any,
+             params: list[torch.nn.Parameter], clip: tuple, out_dir: Path, step: int) -> None:
+    """Inpaint the validation clip (EMA weights if enabled) and write `validation/step-N.mp4` (+ TensorBoard)."""
+    from fffvdi.io import write_video
+    from fffvdi.training import side_by_side
+
+    if accelerator.is_main_process:
+        raw_unet.eval()
+        if ema is not None:  # validate the EMA weights, then put the training weights back
+            ema.store(params)
+            ema.copy_to(params)
+        with accelerator.autocast():
+            result = pipe(*clip, generator=torch.Generator().manual_seed(cfg.validation.seed))
+        if ema is not None:
+            ema.restore(params)
+        raw_unet.train()
+        video = side_by_side(clip[0], clip[1], result)  # [F, H, 3W, 3]
+        path = write_video(out_dir / "validation" / f"step-{step}.mp4", video, cfg.validation.fps)
+        if cfg.logging.report_to == "tensorboard":
+            writer = accelerator.get_tracker("tensorboard", unwrap=True)
+            writer.add_image("validation", video[len(video) // 2], step, dataformats="HWC")
+        logger.info("validation video %s", path)
+    accelerator.wait_for_everyone()
+
+
+def save_final(accelerator: Any, cfg: DictConfig, raw_unet: Any, ema: Any, params: list[torch.nn.Parameter],
+               out_dir: Path) -> None:
+    """`unet/` (EMA weights if enabled) + config.yaml, once every process is known to hold the same weights."""
+    from fffvdi.training import check_ranks_agree
+
+    accelerator.wait_for_everyone()
+    if accelerator.num_processes > 1:
+        check_ranks_agree(accelerator, params)
+    if ema is not None:
+        ema.copy_to(params)
+    if accelerator.is_main_process:
+        raw_unet.save_pretrained(out_dir / "unet")
+        save_config(cfg, out_dir / "config.yaml")
+        logger.info("saved the trained UNet to %s", out_dir / "unet")
