@@ -63,7 +63,7 @@ def build_fffvdi(cfg: DictConfig) -> VideoMethod:
 
 def build_propagate(cfg: DictConfig) -> VideoMethod:
     """Weight-free flow-traced propagation over the whole video (no window limit), Telea for the rest."""
-    from fffvdi.pipeline import build_flow_fn
+    from fffvdi.conditioning import build_flow_fn
     from fffvdi.propagation.video import PropagateOptions, propagate_video
 
     estimator, completer = build_flow_fn(cfg.flow, torch.device("cpu"))

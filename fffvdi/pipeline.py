@@ -7,56 +7,25 @@ from typing import Iterator, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from einops import rearrange
 from omegaconf import DictConfig, OmegaConf
 
 from fffvdi.canvas import composite, from_canvas, plan_placement, to_canvas
+from fffvdi.conditioning import CLIP_SOURCES, Conditioner, clip_source_image
 from fffvdi.edm import Conditioning, EDMDenoiser, added_time_ids, karras_sigmas
 from fffvdi.errors import ConfigError
-from fffvdi.flow.completion import build_flow_completer
-from fffvdi.flow.estimators import build_flow_estimator
-from fffvdi.flow.resize import resize_flows_and_masks
 from fffvdi.inference_config import resolve_canvas
 from fffvdi.models.loading import SVDComponents
 from fffvdi.noise_fill import fill_first_frame_noise
-from fffvdi.propagation.pixels import propagate_clip
 from fffvdi.sampling import cfg_denoise, guidance_scales, invert_euler, sample_euler
 
 logger = logging.getLogger(__name__)
 
-CLIP_SOURCES = ("masked", "filled", "raw")  # the image CLIP embeds (see clip_source_image); training shares it
 CHOICES = {  # config keys with a closed set of values, checked before any work starts
     "sampling.clip_source": CLIP_SOURCES,
     "sampling.fill_source": ("noise", "inversion"),
     "memory.offload": ("none", "model"),
     "memory.attention": ("sdpa", "default"),
 }
-
-
-def build_flow_fn(flow_cfg: DictConfig, device: torch.device):
-    """Flow estimator and completer from the config's `flow` section."""
-    kwargs = {}
-    if flow_cfg.method.startswith("raft"):
-        kwargs = dict(weights_path=flow_cfg.raft_weights, iters=flow_cfg.raft_iters, device=device)
-    return build_flow_estimator(flow_cfg.method, **kwargs), build_flow_completer(flow_cfg.completion)
-
-
-def clip_source_image(
-    source: str, frames: torch.Tensor, masks: torch.Tensor, flows_fw: torch.Tensor, flows_bw: torch.Tensor
-) -> torch.Tensor:
-    """Image `[B, 3, H, W]` the CLIP embedding sees: frame 0 masked, hole-filled by propagation, or raw."""
-    masked = frames * (1 - masks)
-    if source == "filled":  # frame 0 with its hole filled from later frames by traced pixel propagation
-        out = []
-        for i in range(frames.shape[0]):
-            filled, _ = propagate_clip(
-                rearrange(masked[i], "f c h w -> f h w c").float().cpu().numpy(), masks[i, :, 0].float().cpu().numpy(),
-                flows_fw[i].float().cpu().numpy(), flows_bw[i].float().cpu().numpy(), targets=[0],
-            )
-            out.append(torch.from_numpy(filled[0]).permute(2, 0, 1))
-        return torch.stack(out).to(frames.device, frames.dtype)
-    return frames[:, 0] if source == "raw" else masked[:, 0]
 
 
 class FFFVDIPipeline:
@@ -73,7 +42,8 @@ class FFFVDIPipeline:
         self.device = device
         self.dtype = dtype
         self.denoiser = EDMDenoiser(components.unet, net_dtype=dtype)
-        self.flow_fn, self.completer = build_flow_fn(cfg.flow, device)
+        # Flows, VAE latents, CLIP: the same code training conditions with.
+        self.cond = Conditioner(components, cfg.flow, device, dtype, cfg.window.decode_chunk_size, self._on_device)
         mem = cfg.memory
         if mem.forward_chunk_size:
             components.unet.unet.enable_forward_chunking(chunk_size=mem.forward_chunk_size, dim=1)
@@ -100,54 +70,6 @@ class FFFVDIPipeline:
     def _randn(self, shape, generator: torch.Generator) -> torch.Tensor:
         """Gaussian noise drawn on the CPU generator, so the same seed gives the same output on any device."""
         return torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
-
-    @torch.no_grad()
-    def encode_conditioning(self, pixels: torch.Tensor, sample: Optional[torch.Generator] = None) -> torch.Tensor:
-        """VAE latents `[B, F, 4, h, w]` (unscaled, as SVD conditions) of `pixels [B, F, 3, H, W]`: the posterior's
-        mode, or a draw from it with the `sample` generator (the official training does that)."""
-        b = pixels.shape[0]
-        chunk = self.cfg.window.decode_chunk_size
-        flat = rearrange(pixels, "b f c h w -> (b f) c h w")
-        with self._on_device(self.c.vae) as vae:
-            dists = [vae.encode(part.to(self.dtype)).latent_dist for part in flat.split(chunk)]
-            out = [d.mode() if sample is None else d.sample(sample) for d in dists]
-        return rearrange(torch.cat(out), "(b f) c h w -> b f c h w", b=b).float()
-
-    @torch.no_grad()
-    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Pixels `[B, F, 3, H, W]` in [-1, 1] from latents, `decode_chunk_size` frames at a time."""
-        b = latents.shape[0]
-        chunk = self.cfg.window.decode_chunk_size
-        flat = rearrange(latents, "b f c h w -> (b f) c h w") / self.c.vae.config.scaling_factor
-        with self._on_device(self.c.vae) as vae:
-            out = [vae.decode(part.to(self.dtype), num_frames=part.shape[0]).sample.float() for part in flat.split(chunk)]
-        return rearrange(torch.cat(out), "(b f) c h w -> b f c h w", b=b)
-
-    def complete_flows(
-        self, flows_fw: torch.Tensor, flows_bw: torch.Tensor, masks: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Complete pixel flows `[B, F-1, 2, H, W]` inside `masks [B, F, 1, H, W]`; also return them at latent size.
-
-        Returns (flows_fw, flows_bw) completed, then (flows_fw, flows_bw, masks) at latent resolution, flows
-        rescaled to latent pixels and masks resized with nearest.
-        """
-        flows_fw, flows_bw = self.completer.complete_pair(flows_fw.float(), flows_bw.float(), masks)
-        lat_size = (masks.shape[-2] // self.c.vae_scale_factor, masks.shape[-1] // self.c.vae_scale_factor)
-        flows_fw_l, masks_l = resize_flows_and_masks(flows_fw, masks, lat_size)
-        flows_bw_l, _ = resize_flows_and_masks(flows_bw, None, lat_size)
-        return flows_fw, flows_bw, flows_fw_l, flows_bw_l, masks_l
-
-    @torch.no_grad()
-    def clip_embed(self, image: torch.Tensor) -> torch.Tensor:
-        """CLIP image embedding `[B, 1, D]` of `image [B, 3, H, W]` in [-1, 1] (SVD's 224 px preprocessing)."""
-        fe = self.c.feature_extractor
-        x = F.interpolate((image + 1) / 2, size=(224, 224), mode="bicubic", align_corners=False, antialias=True)
-        mean = torch.tensor(fe.image_mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(fe.image_std, device=x.device).view(1, 3, 1, 1)
-        x = (x.clamp(0, 1) - mean) / std
-        with self._on_device(self.c.image_encoder) as enc:
-            embeds = enc(x.to(self.dtype)).image_embeds  # [B, D]
-        return embeds.float()[:, None]
 
     @torch.no_grad()
     def _inverted_noise(self, cond_latents: torch.Tensor, cond: Conditioning) -> torch.Tensor:
@@ -185,14 +107,14 @@ class FFFVDIPipeline:
         hole_c = (to_canvas(hole, place, nearest=True) > 0.5).float()
 
         # 2. Flows on the frames, completed inside the masks, then taken to latent resolution.
-        flows_fw, flows_bw, flows_fw_l, flows_bw_l, masks_l = self.complete_flows(*self.flow_fn((video_c + 1) / 2), hole_c)
+        flows_fw, flows_bw, flows_fw_l, flows_bw_l, masks_l = self.cond.complete_flows(*self.cond.flow_fn((video_c + 1) / 2), hole_c)
 
         # 3. Conditioning: each frame's masked pixels (+ noise augmentation) VAE-encoded; CLIP of the chosen source.
         masked = video_c * (1 - hole_c)
         cond_pixels = masked + s.noise_aug_strength * self._randn(masked.shape, generator)
-        cond_latents = self.encode_conditioning(cond_pixels)
+        cond_latents = self.cond.encode(cond_pixels)
         clip_image = clip_source_image(s.clip_source, video_c, hole_c, flows_fw, flows_bw)
-        embeds = self.clip_embed(clip_image)
+        embeds = self.cond.clip_embed(clip_image)
         time_ids = added_time_ids(s.fps, s.motion_bucket_id, s.noise_aug_strength, 1, device=self.device)
         cond = Conditioning(cond_latents, embeds, time_ids, masks_l, flows_fw_l, flows_bw_l)
 
@@ -212,6 +134,6 @@ class FFFVDIPipeline:
             )
 
         # 6. Decode in chunks.  7. Composite at the input's own size: generated pixels only inside the mask.
-        decoded = from_canvas(self._decode(latents), place)  # [1, F, 3, H, W] in [-1, 1]
+        decoded = from_canvas(self.cond.decode(latents), place)  # [1, F, 3, H, W] in [-1, 1]
         generated = ((decoded[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         return composite(frames, generated, masks, cfg.output.feather)

@@ -135,7 +135,7 @@ def resume(accelerator: Any, resume_dir: Optional[Path], cfg: DictConfig) -> int
 
 
 # --- one step and what follows it -----------------------------------------------------------------
-def micro_step(accelerator: Any, pipe: Any, denoiser: Any, batch: dict, params: list[torch.nn.Parameter],
+def micro_step(accelerator: Any, conditioner: Any, denoiser: Any, batch: dict, params: list[torch.nn.Parameter],
                optimizer: Any, lr_scheduler: Any, cfg: DictConfig, generator: torch.Generator) -> tuple[float, Any]:
     """Flows, conditioning, EDM loss, backward, clipping and the (accumulated) optimizer step for one batch.
 
@@ -144,8 +144,8 @@ def micro_step(accelerator: Any, pipe: Any, denoiser: Any, batch: dict, params: 
     from fffvdi.training import batch_flows, encode_batch
 
     t = cfg.train
-    flows_fw, flows_bw = batch_flows(batch, pipe.flow_fn, cfg.flow.cache_dir)
-    z0, cond = encode_batch(pipe, batch["frames"], batch["masks"], flows_fw.to(accelerator.device),
+    flows_fw, flows_bw = batch_flows(batch, conditioner.flow_fn, cfg.flow.cache_dir)
+    z0, cond = encode_batch(conditioner, batch["frames"], batch["masks"], flows_fw.to(accelerator.device),
                             flows_bw.to(accelerator.device), t, generator)
     if denoiser.net_dtype not in (None, torch.float32):  # DeepSpeed fp16/bf16: no autocast, propagation inputs must match
         cond = cond.to(dtype=denoiser.net_dtype)

@@ -11,12 +11,11 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from einops import rearrange
 from omegaconf import DictConfig, OmegaConf
 
 from fffvdi.edm import Conditioning, added_time_ids, sample_cond_aug
 from fffvdi.errors import ConfigError, InputError
-from fffvdi.pipeline import CLIP_SOURCES, clip_source_image
+from fffvdi.conditioning import CLIP_SOURCES, Conditioner, clip_source_image
 
 logger = logging.getLogger("fffvdi.train")
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -283,33 +282,23 @@ def cfg_dropout(u: torch.Tensor, p_embeds: float, p_latents: float, p_both: floa
     return both | embeds_only, both | latents_only
 
 
-@torch.no_grad()
-def encode_targets(vae: Any, frames: torch.Tensor, chunk: int, dtype: torch.dtype,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """Scaled clean latents `[B, F, 4, h, w]` (posterior sample * scaling_factor) of `frames [B, F, 3, H, W]`."""
-    flat = rearrange(frames, "b f c h w -> (b f) c h w")
-    out = [vae.encode(part.to(dtype)).latent_dist.sample(generator).float() for part in flat.split(chunk)]
-    return rearrange(torch.cat(out), "(b f) c h w -> b f c h w", b=frames.shape[0]) * vae.config.scaling_factor
-
-
-def encode_batch(pipe: Any, frames: torch.Tensor, masks: torch.Tensor, flows_fw: torch.Tensor, flows_bw: torch.Tensor,
-                 t: DictConfig, generator: torch.Generator) -> tuple[torch.Tensor, Conditioning]:
-    """Clean latents z0 and the (CFG-dropped) conditioning of a batch, as FFFVDIPipeline conditions at inference.
+def encode_batch(conditioner: Conditioner, frames: torch.Tensor, masks: torch.Tensor, flows_fw: torch.Tensor,
+                 flows_bw: torch.Tensor, t: DictConfig, generator: torch.Generator) -> tuple[torch.Tensor, Conditioning]:
+    """Clean latents z0 and the (CFG-dropped) conditioning of a batch, made by the same `Conditioner` as inference.
 
     frames `[B, F, 3, H, W]` in [-1, 1]; masks `[B, F, 1, H, W]` (1 = hole); raw pixel flows `[B, F-1, 2, H, W]`.
-    `pipe` is an FFFVDIPipeline (its VAE/CLIP helpers and flow completer are reused).
     """
     b = frames.shape[0]
     dev = frames.device
-    flows_fw, flows_bw, flows_fw_l, flows_bw_l, masks_l = pipe.complete_flows(flows_fw, flows_bw, masks)
-    z0 = encode_targets(pipe.c.vae, frames, pipe.cfg.window.decode_chunk_size, pipe.dtype, generator)
+    flows_fw, flows_bw, flows_fw_l, flows_bw_l, masks_l = conditioner.complete_flows(flows_fw, flows_bw, masks)
+    z0 = conditioner.encode_targets(frames, generator)
     # Conditioning augmentation: pixel noise of strength sigma_c on the masked frames, told to the UNet as a time id.
     sigma_c = sample_cond_aug(b, t.cond_aug_mean, t.cond_aug_std, generator=generator, device=dev)  # [B]
     masked = frames * (1 - masks)
     noise = torch.randn(masked.shape, generator=generator, device=dev, dtype=masked.dtype)
     draw = generator if t.cond_latents == "sample" else None  # official: a posterior sample; ours: its mode
-    cond_latents = pipe.encode_conditioning(masked + sigma_c.view(-1, 1, 1, 1, 1) * noise, draw)  # unscaled
-    embeds = pipe.clip_embed(clip_source_image(t.clip_source, frames, masks, flows_fw, flows_bw))  # [B, 1, D]
+    cond_latents = conditioner.encode(masked + sigma_c.view(-1, 1, 1, 1, 1) * noise, draw)  # unscaled
+    embeds = conditioner.clip_embed(clip_source_image(t.clip_source, frames, masks, flows_fw, flows_bw))  # [B, 1, D]
     time_ids = added_time_ids(t.fps, t.motion_bucket_id, sigma_c, b, device=dev)
     cond = Conditioning(cond_latents, embeds, time_ids, masks_l, flows_fw_l, flows_bw_l)
     drop_e, drop_l = cfg_dropout(torch.rand(b, generator=generator, device=dev), t.drop_image_embeds,

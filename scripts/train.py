@@ -47,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> TrainResult:
     """Parse the command line and run the whole training."""
+    from fffvdi.conditioning import Conditioner
     from fffvdi.edm import EDMDenoiser
     from fffvdi.pipeline import FFFVDIPipeline
     from fffvdi.train_run import (
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> TrainResult:
     ema = setup_ema(cfg, params, accelerator)
     register_unet_checkpoint_hooks(accelerator)
     denoiser = EDMDenoiser(unet, t.p_mean, t.p_std, net_dtype=raw_unet.dtype)
-    # The pipeline supplies the VAE/CLIP encoding, flow estimator and completer, and renders validation clips.
+    # Conditioning (flows, VAE, CLIP) by the same code inference uses; the pipeline renders validation clips.
+    conditioner = Conditioner(components, cfg.flow, accelerator.device, weight_dtype, t.vae_chunk_size)
     pipe = FFFVDIPipeline(components, inference_config(cfg), accelerator.device, weight_dtype)
     val_clip = validation_clip(cfg) if cfg.validation.every_steps > 0 and accelerator.is_main_process else None
     accelerator.init_trackers("fffvdi", config=flat_config(cfg))
@@ -97,8 +99,8 @@ def main(argv: list[str] | None = None) -> TrainResult:
             generator = step_generator(t.seed, micro, accelerator.process_index, accelerator.device)
             micro += 1
             with accelerator.accumulate(unet):
-                loss, grad_norm = micro_step(accelerator, pipe, denoiser, batch, params, optimizer, lr_scheduler, cfg,
-                                             generator)
+                loss, grad_norm = micro_step(accelerator, conditioner, denoiser, batch, params, optimizer, lr_scheduler,
+                                             cfg, generator)
             loss_sum += loss / t.gradient_accumulation_steps
             if not accelerator.sync_gradients:
                 continue

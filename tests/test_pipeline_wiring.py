@@ -40,8 +40,8 @@ def clip():
 def test_conditioning_pixels_show_only_the_noise_augmentation_inside_the_hole(components, monkeypatch):
     pipe = make_pipe(components)
     seen = []
-    real = pipe.encode_conditioning
-    monkeypatch.setattr(pipe, "encode_conditioning", lambda px, *a: seen.append(px.clone()) or real(px, *a))
+    real = pipe.cond.encode
+    monkeypatch.setattr(pipe.cond, "encode", lambda px, *a: seen.append(px.clone()) or real(px, *a))
     frames, masks = clip()
     pipe(frames, masks, torch.Generator().manual_seed(0))
     (px,) = seen  # [1, F, 3, H, W] in [-1, 1]
@@ -92,19 +92,21 @@ def test_memory_switches_keep_the_output_and_inversion_changes_the_hole(componen
 
 
 def test_training_conditioning_never_sees_hole_pixels(components, monkeypatch):
+    from fffvdi.conditioning import Conditioner
     from fffvdi.train_config import TrainConfig
     from fffvdi.training import encode_batch
 
-    pipe = make_pipe(components)
-    t = load_config(TrainConfig, None, ["train.drop_image_embeds=0", "train.drop_cond_latents=0", "train.drop_both=0"]).train
+    cfg = load_config(TrainConfig, None, ["train.drop_image_embeds=0", "train.drop_cond_latents=0", "train.drop_both=0"])
+    t = cfg.train
+    conditioner = Conditioner(components, cfg.flow, torch.device("cpu"), torch.float32, t.vae_chunk_size)  # as train.py
     seen = []
-    real = pipe.encode_conditioning
-    monkeypatch.setattr(pipe, "encode_conditioning", lambda px, *a: seen.append(px.clone()) or real(px, *a))
+    real = conditioner.encode
+    monkeypatch.setattr(conditioner, "encode", lambda px, *a: seen.append(px.clone()) or real(px, *a))
     frames = torch.full((1, N, 3, H, W), 0.8)  # a bright clip: any leak of it into the hole shows
     masks = torch.zeros(1, N, 1, H, W)
     masks[..., 16:48, 40:88] = 1
     flows = torch.zeros(1, N - 1, 2, H, W)
-    z0, cond = encode_batch(pipe, frames, masks, flows, flows, t, torch.Generator().manual_seed(0))
+    z0, cond = encode_batch(conditioner, frames, masks, flows, flows, t, torch.Generator().manual_seed(0))
     (px,) = seen
     hole = (masks > 0).expand_as(px)
     assert px[hole].mean().abs() < 0.05 and (px[~hole] - 0.8).mean().abs() < 0.05  # noise only / frame + noise
@@ -114,8 +116,8 @@ def test_training_conditioning_never_sees_hole_pixels(components, monkeypatch):
 def test_conditioning_latents_mode_or_posterior_sample(components):
     pipe = make_pipe(components)
     px = torch.rand(1, 2, 3, H, W) * 2 - 1
-    mode = pipe.encode_conditioning(px)
-    assert torch.equal(mode, pipe.encode_conditioning(px))  # deterministic
-    a = pipe.encode_conditioning(px, torch.Generator().manual_seed(1))
-    b = pipe.encode_conditioning(px, torch.Generator().manual_seed(1))
+    mode = pipe.cond.encode(px)
+    assert torch.equal(mode, pipe.cond.encode(px))  # deterministic
+    a = pipe.cond.encode(px, torch.Generator().manual_seed(1))
+    b = pipe.cond.encode(px, torch.Generator().manual_seed(1))
     assert torch.equal(a, b) and not torch.allclose(a, mode)  # a seeded draw around the mode

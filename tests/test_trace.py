@@ -149,7 +149,7 @@ def test_propagate_clip_passes_combine_and_fb_check_through():
 def test_clip_source_filled_is_frame0_with_its_hole_traced_from_later_frames():
     import torch
 
-    from fffvdi.pipeline import clip_source_image
+    from fffvdi.conditioning import clip_source_image
 
     n, h, w, shift = 8, 48, 64, (2.4, 0.7)
     video = translating_video(shift, n, size=(h, w))  # [1, F, 3, H, W]
