@@ -269,9 +269,10 @@ def check_ranks_agree(accelerator: Any, params: Sequence[torch.nn.Parameter]) ->
     logger.info("weights agree across %d processes", accelerator.num_processes)
 
 
-def step_generator(seed: int, micro_step: int, rank: int, device: torch.device) -> torch.Generator:
-    """RNG of one micro-step on one process: a resumed run draws exactly the noise of an uninterrupted one."""
-    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + micro_step * 1_009 + rank)
+def step_generator(seed: int, micro_step: int, rank: int, device: torch.device, processes: int = 1) -> torch.Generator:
+    """RNG of one batch: a function of its global index `micro_step * processes + rank`, so a resumed run draws the
+    noise of an uninterrupted one, and N processes draw what one process accumulating N micro-steps would."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + (micro_step * processes + rank) * 1_009)
 
 
 def cfg_dropout(u: torch.Tensor, p_embeds: float, p_latents: float, p_both: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> TrainResult:
         loader = accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
         loader.set_epoch(epoch)
         for batch in loader:
-            generator = step_generator(t.seed, micro, accelerator.process_index, accelerator.device)
+            generator = step_generator(t.seed, micro, accelerator.process_index, accelerator.device,
+                                       accelerator.num_processes)
             micro += 1
             with accelerator.accumulate(unet):
                 loss, grad_norm = micro_step(accelerator, conditioner, denoiser, batch, params, optimizer, lr_scheduler,

@@ -255,7 +255,8 @@ def test_two_process_ddp_on_cpu(setup, tmp_path):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29531",
            str(ROOT / "scripts/train.py"), "--config", str(ROOT / "configs/train_tiny.yaml"), *overrides,
-           f"checkpoint.output_dir={out}", "train.max_steps=2", "checkpoint.every_steps=2", "validation.every_steps=2"]
+           f"checkpoint.output_dir={out}", "train.max_steps=2", "checkpoint.every_steps=2", "validation.every_steps=2",
+           "data.samples_per_epoch=4"]
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es)" in proc.stderr, proc.stderr[-4000:]
@@ -263,3 +264,15 @@ def test_two_process_ddp_on_cpu(setup, tmp_path):
     assert (out / "unet" / "propagation.safetensors").is_file()
     assert (out / "checkpoint-2" / "unet" / "config.json").is_file()
     assert (out / "validation" / "step-2.mp4").is_file()
+    # Same batches in one process accumulating 2 micro-steps per step: the same weights (DDP averages gradients).
+    from fffvdi.models.unet import FFFVDIUNet
+
+    single = _run(overrides, f"checkpoint.output_dir={tmp_path / 'single'}", "train.max_steps=2",
+                  "train.gradient_accumulation_steps=2", "checkpoint.every_steps=0", "data.samples_per_epoch=4")
+    ddp = _state(FFFVDIUNet.from_pretrained(out / "unet"))
+    one = _state(single.unet)
+    init = _state(FFFVDIUNet.from_pretrained(base / "init_unet"))
+    moved = [k for k in ddp if not torch.equal(ddp[k], init[k])]
+    assert moved
+    for k in moved:
+        torch.testing.assert_close(ddp[k], one[k], atol=1e-5, rtol=1e-4)
