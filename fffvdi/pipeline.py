@@ -75,7 +75,7 @@ class FFFVDIPipeline:
     def _inverted_noise(self, cond_latents: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """Unit-variance noise whose ODE trajectory ends at the frames' visible content (DDIM-style inversion).
 
-        Only the visible parts matter: the hard fill copies values from unmasked positions alone.
+        Only the visible parts matter: first-frame filling copies values from visible positions alone.
         """
         s = self.cfg.sampling
         z0 = cond_latents * self.c.vae.config.scaling_factor  # visible content in the diffusion latent scale
@@ -118,7 +118,7 @@ class FFFVDIPipeline:
         time_ids = added_time_ids(s.fps, s.motion_bucket_id, s.noise_aug_strength, 1, device=self.device)
         cond = Conditioning(cond_latents, embeds, time_ids, masks_l, flows_fw_l, flows_bw_l)
 
-        # 4. Initial noise; frame 0's hole filled from future frames' noise along the flow chain.
+        # 4. Initial noise; frame 0's hole cells traced along the flows to future frames that show them.
         noise = self._randn(cond_latents.shape, generator)  # [1, F, 4, h, w]
         if s.first_frame_filling and num_frames > 1:
             source = self._inverted_noise(cond_latents, cond) if s.fill_source == "inversion" else None

@@ -3,8 +3,8 @@
 Which pixels are holes: a flow is a field on the pixel grid of its *source* frame, so
 `flows_fw[:, t]` (t -> t+1) is unreliable where frame t is masked and `flows_bw[:, t]`
 (t+1 -> t) where frame t+1 is masked (ProPainter uses the same split). We do not union with
-the other frame's mask: that mask lives in the other frame's geometry, and flows pointing
-into it are caught later by the forward-backward check of the hard fill. We dilate the hole
+the other frame's mask: that mask lives in the other frame's geometry, and tracing
+(fffvdi/propagation/trace.py) never lands a point inside a hole anyway. We dilate the hole
 by `dilation` pixels (default 8) because estimators smear the object's motion across its
 boundary: RAFT predicts at 1/8 resolution, DIS (medium) matches 12-pixel patches.
 """
