@@ -6,9 +6,10 @@ command line. Unknown keys and badly typed values raise `ConfigError` naming the
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence, Type
+from typing import Callable, Optional, Sequence, Type
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -83,8 +84,31 @@ def _one_line(err: OmegaConfBaseException) -> str:
     return f"config key '{key}': {first}" if key else first
 
 
-def load_config(schema: Type, path: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> DictConfig:
-    """Merge `schema` defaults, the YAML at `path` and dotlist `overrides` (e.g. ['sampling.num_steps=10'])."""
+def _override_keys(overrides: Sequence[str]) -> set[str]:
+    return {o.split("=", 1)[0].strip().lstrip("+~") for o in overrides}
+
+
+def where_set(key: str, path: Optional[str | Path], overrides: Sequence[str]) -> str:
+    """'on the command line', 'in FILE' or 'by default': where the value of dotted `key` came from."""
+    if any(key == k or key.startswith(k + ".") for k in _override_keys(overrides)):
+        return "on the command line"
+    if path is not None and Path(path).is_file():
+        try:
+            if OmegaConf.select(OmegaConf.load(path), key, default="<unset>") != "<unset>":
+                return f"in {path}"
+        except Exception:  # unreadable YAML was reported when loading
+            pass
+    return "by default"
+
+
+def load_config(
+    schema: Type,
+    path: Optional[str | Path] = None,
+    overrides: Sequence[str] = (),
+    check: Optional[Callable[[DictConfig], None]] = None,
+) -> DictConfig:
+    """Merge `schema` defaults, the YAML at `path` and dotlist `overrides` (e.g. ['sampling.num_steps=10']), then
+    run `check(cfg)`; every error says whether the bad value came from the command line, the file or a default."""
     cfg = OmegaConf.structured(schema)
     layers = []
     if path is not None:
@@ -92,20 +116,31 @@ def load_config(schema: Type, path: Optional[str | Path] = None, overrides: Sequ
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}; pass an existing YAML with --config")
         try:
-            layers.append(OmegaConf.load(path))
+            layers.append((OmegaConf.load(path), f" (in {path})"))
         except Exception as err:  # YAML syntax errors come from several libraries
             raise ConfigError(f"could not parse config {path}: {str(err).splitlines()[0]}") from err
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise ConfigError(f"override '{bad[0]}' is not of the form key=value (e.g. sampling.num_steps=10)")
-    layers.append(OmegaConf.from_dotlist(list(overrides)))
     try:
-        for layer in layers:
+        layers.append((OmegaConf.from_dotlist(list(overrides)), " (on the command line)"))
+    except OmegaConfBaseException as err:
+        raise ConfigError(_one_line(err) + " (on the command line); fix that override") from None
+    where = ""
+    try:
+        for layer, where in layers:
             cfg = OmegaConf.merge(cfg, layer)
+        where = ""
         OmegaConf.to_container(cfg, resolve=True)  # surface interpolation errors now, not mid-run
     except OmegaConfBaseException as err:
-        where = f" (in {path})" if path is not None else ""
         raise ConfigError(_one_line(err) + where + "; fix or remove that key") from None
+    if check is not None:
+        try:
+            check(cfg)
+        except ConfigError as err:
+            if err.key is None:
+                raise
+            raise ConfigError(f"{err} (set {where_set(err.key, path, overrides)})", key=err.key) from None
     return cfg
 
 
@@ -113,6 +148,8 @@ def save_config(cfg: DictConfig, path: str | Path) -> Path:
     """Write the resolved config as YAML; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(OmegaConf.to_yaml(cfg, resolve=True), encoding="utf-8")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True), encoding="utf-8")
+    os.replace(tmp, path)  # a reader (or a kill) never sees half a file
     return path
 

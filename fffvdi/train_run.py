@@ -2,6 +2,7 @@
 per-step work (one micro-step, logging, checkpoint, validation, final save). Each reads the config it needs."""
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -26,7 +27,8 @@ def setup_run(cfg: DictConfig) -> tuple[Any, Path, Optional[Path]]:
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration, set_seed
 
-    from fffvdi.training import prepare_run_dir, resolve_resume
+    from fffvdi.checkpointing import resolve_resume
+    from fffvdi.training import prepare_run_dir
 
     t, ck = cfg.train, cfg.checkpoint
     out_dir = Path(ck.output_dir)
@@ -92,16 +94,16 @@ def setup_optimizer(cfg: DictConfig, params: list[torch.nn.Parameter], accelerat
     return optimizer, lr_scheduler
 
 
-def setup_data(cfg: DictConfig, accelerator: Any) -> torch.utils.data.DataLoader:
-    """Clips (+ DIS flows estimated in the workers), shuffled reproducibly per (seed, epoch)."""
-    from fffvdi.training import FlowClipDataset, build_clip_dataset
+def setup_data(cfg: DictConfig, clips: torch.utils.data.Dataset) -> torch.utils.data.DataLoader:
+    """Batches of `clips` (+ DIS flows estimated in the workers), shuffled reproducibly per (seed, epoch)."""
+    from fffvdi.training import FlowClipDataset
 
     t = cfg.train
-    clips = build_clip_dataset(cfg, seed=t.seed)
     flows_in_workers = cfg.flow.in_workers and cfg.flow.method == "dis"
     dataset = FlowClipDataset(clips, cfg.flow.method, cfg.flow.cache_dir) if flows_in_workers else clips
     loader = torch.utils.data.DataLoader(dataset, batch_size=t.batch_size, shuffle=True, drop_last=True,
-                                         num_workers=cfg.data.num_workers, pin_memory=accelerator.device.type == "cuda")
+                                         num_workers=cfg.data.num_workers,
+                                         pin_memory=torch.cuda.is_available() and cfg.model.device != "cpu")
     if len(loader) == 0:
         raise InputError(f"data.root={cfg.data.root} gives {len(dataset)} clips, fewer than train.batch_size="
                           f"{t.batch_size}; add videos or lower the batch size")
@@ -122,13 +124,18 @@ def setup_ema(cfg: DictConfig, params: list[torch.nn.Parameter], accelerator: An
 
 def resume(accelerator: Any, resume_dir: Optional[Path], cfg: DictConfig) -> int:
     """Restore weights, optimizer, schedule and EMA from `resume_dir`; returns the optimizer step to start from."""
-    from fffvdi.training import checkpoint_step
+    from fffvdi.checkpointing import checkpoint_step
 
     if resume_dir is None:
         if cfg.checkpoint.resume_from_checkpoint is not None:
-            logger.info("no checkpoint in %s to resume from; starting at step 0", cfg.checkpoint.output_dir)
+            logger.info("no complete checkpoint in %s to resume from; starting at step 0", cfg.checkpoint.output_dir)
         return 0
-    accelerator.load_state(str(resume_dir))
+    try:
+        accelerator.load_state(str(resume_dir))
+    except (OSError, EOFError, RuntimeError, ValueError, KeyError, ImportError) as err:  # torch.load/pickle failures
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(f"cannot load checkpoint {resume_dir} ({reason}); it is damaged: resume from another "
+                         "checkpoint-N or move it away") from None
     step = checkpoint_step(resume_dir)
     logger.info("resumed from %s at step %d", resume_dir, step)
     return step
@@ -162,10 +169,12 @@ def micro_step(accelerator: Any, conditioner: Any, denoiser: Any, batch: dict, p
 
 
 class StepLog:
-    """Mean loss, learning rate, grad norm, steps/s and GPU memory every `logging.every_steps` optimizer steps."""
+    """Mean loss, learning rate, grad norm, steps/s and GPU memory every `logging.every_steps` optimizer steps, to the
+    tracker, the log and OUTPUT_DIR/logs/metrics.jsonl."""
 
     def __init__(self, accelerator: Any, cfg: DictConfig) -> None:
         self.accelerator, self.cfg = accelerator, cfg
+        self.jsonl = Path(cfg.checkpoint.output_dir) / "logs" / "metrics.jsonl"
         self.loss, self.steps, self.start = torch.zeros((), device=accelerator.device), 0, time.perf_counter()
 
     def __call__(self, step: int, loss: float, lr: float, grad_norm: Any) -> None:
@@ -179,24 +188,29 @@ class StepLog:
         if torch.cuda.is_available():
             logs["max_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
         self.accelerator.log(logs, step=step)
+        if self.accelerator.is_main_process:  # plain-text copy; a resumed run appends (the last line of a step wins)
+            self.jsonl.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.jsonl, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": step, **logs}) + "\n")
         logger.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
         self.loss, self.steps, self.start = torch.zeros_like(self.loss), 0, time.perf_counter()
 
 
 def save_checkpoint(accelerator: Any, cfg: DictConfig, out_dir: Path, step: int) -> None:
-    """`checkpoint-N/` (accelerate state + unet/ via the registered hook + config.yaml), older ones pruned."""
-    from fffvdi.training import prune_checkpoints
+    """`checkpoint-N/` (accelerate state + unet/ via the registered hook + config.yaml), written atomically
+    (fffvdi/checkpointing.py); older ones are pruned only once it is complete."""
+    from fffvdi.checkpointing import commit_checkpoint, prune_checkpoints, staging_dir
 
-    ck = cfg.checkpoint
-    ckpt_dir = out_dir / f"checkpoint-{step}"
-    if accelerator.is_main_process:
-        for old in prune_checkpoints(out_dir, ck.total_limit):
-            logger.info("removed %s (checkpoint.total_limit=%s)", old, ck.total_limit)
+    staging = staging_dir(out_dir, step) if accelerator.is_main_process else out_dir / f"checkpoint-{step}.tmp"
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(ckpt_dir))
+    accelerator.save_state(str(staging))  # every process writes its own RNG state into the same folder
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_config(cfg, ckpt_dir / "config.yaml")
-        logger.info("saved %s", ckpt_dir)
+        save_config(cfg, staging / "config.yaml")
+        final = commit_checkpoint(staging, step)
+        prune_checkpoints(out_dir, cfg.checkpoint.total_limit, keep=final)
+        logger.info("saved %s", final)
+    accelerator.wait_for_everyone()
 
 
 def validate(accelerator: Any, cfg: DictConfig, pipe: Any, raw_unet: Any, ema: Any,
@@ -235,6 +249,9 @@ def save_final(accelerator: Any, cfg: DictConfig, raw_unet: Any, ema: Any, param
     if ema is not None:
         ema.copy_to(params)
     if accelerator.is_main_process:
-        raw_unet.save_pretrained(out_dir / "unet")
+        from fffvdi.checkpointing import replace_folder
+
+        raw_unet.save_pretrained(out_dir / "unet.tmp")
+        replace_folder(out_dir / "unet.tmp", out_dir / "unet")  # a kill leaves the old unet/ or the new one
         save_config(cfg, out_dir / "config.yaml")
         logger.info("saved the trained UNet to %s", out_dir / "unet")

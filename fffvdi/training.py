@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
@@ -14,37 +13,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fffvdi.edm import Conditioning, added_time_ids, sample_cond_aug
+from fffvdi.checkpointing import clear_run, crash_point
 from fffvdi.errors import ConfigError, InputError
 from fffvdi.conditioning import CLIP_SOURCES, Conditioner, clip_source_image
 
 logger = logging.getLogger("fffvdi.train")
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
 # --- configuration checks and trainable weights ----------------------------------------------------
-def check_train_config(cfg: DictConfig) -> None:
-    """Reject values that would only fail deep inside the loop."""
-    t = cfg.train
-    drops = (t.drop_image_embeds, t.drop_cond_latents, t.drop_both)
-    if min(drops) < 0 or sum(drops) > 1:
-        raise ConfigError(f"train.drop_image_embeds + drop_cond_latents + drop_both = {sum(drops)} must lie in [0, 1] "
-                          "with each >= 0 (they are exclusive events of one draw)")
-    if t.clip_source not in CLIP_SOURCES:
-        raise ConfigError(f"train.clip_source={t.clip_source!r} is unknown; use one of {', '.join(CLIP_SOURCES)}")
-    if t.cond_latents not in ("mode", "sample"):
-        raise ConfigError(f"train.cond_latents={t.cond_latents!r} is unknown; use mode or sample")
-    if t.mixed_precision not in ("no", "fp16", "bf16"):
-        raise ConfigError(f"train.mixed_precision={t.mixed_precision!r} is unknown; use no, fp16 or bf16")
-    h, w = cfg.data.size
-    if h % 64 or w % 64:
-        raise ConfigError(f"data.size={list(cfg.data.size)} must be multiples of 64 (H, W), e.g. [256, 512]")
-    if cfg.validation.video is not None and cfg.validation.mask is None:
-        raise ConfigError("validation.video is set but validation.mask is not; pass validation.mask=<masks>")
-    for key in ("max_steps", "batch_size", "gradient_accumulation_steps"):
-        if t[key] < 1:
-            raise ConfigError(f"train.{key}={t[key]} must be >= 1")
-
-
 def resolve_weight_dtype(name: str, mixed_precision: str, device: torch.device) -> torch.dtype:
     """Dtype of the frozen VAE/CLIP: 'auto' follows mixed_precision; half falls back to float32 on CPU."""
     from fffvdi.config import dtype_from_name
@@ -114,39 +90,10 @@ def build_optimizer(params: list[torch.nn.Parameter], o: DictConfig) -> torch.op
 
 
 # --- run folder -----------------------------------------------------------------------------------
-def list_checkpoints(output_dir: str | Path) -> list[Path]:
-    """checkpoint-N folders of a run, oldest (smallest N) first."""
-    out = Path(output_dir)
-    found = [p for p in out.iterdir() if p.is_dir() and CHECKPOINT_RE.match(p.name)] if out.is_dir() else []
-    return sorted(found, key=checkpoint_step)
-
-
-def checkpoint_step(path: str | Path) -> int:
-    """Optimizer step N of a checkpoint-N folder."""
-    match = CHECKPOINT_RE.match(Path(path).name)
-    if match is None:
-        raise InputError(f"{path} is not a checkpoint folder; resume from OUTPUT_DIR/checkpoint-N or 'latest'")
-    return int(match.group(1))
-
-
-def resolve_resume(output_dir: str | Path, resume: str | None) -> Path | None:
-    """The folder to resume from: None, the newest checkpoint for 'latest' (None if there is none), or a path."""
-    if resume is None:
-        return None
-    if resume == "latest":
-        found = list_checkpoints(output_dir)
-        return found[-1] if found else None
-    path = Path(resume).expanduser()
-    checkpoint_step(path)
-    if not path.is_dir():
-        raise InputError(f"checkpoint.resume_from_checkpoint={resume} does not exist; pass an existing checkpoint-N or latest")
-    return path
-
-
 def prepare_run_dir(output_dir: str | Path, resuming: bool, overwrite: bool, main: bool = True) -> Path:
     """Refuse a run folder holding checkpoints unless resuming, or clear them with overwrite (only `main` writes)."""
     out = Path(output_dir)
-    old = list_checkpoints(out) + [p for p in (out / "unet",) if p.is_dir()]
+    old = clear_run(out)
     if old and not resuming:
         if not overwrite:
             raise InputError(f"checkpoint.output_dir={out} already holds a run ({old[0].name}); pass "
@@ -154,19 +101,12 @@ def prepare_run_dir(output_dir: str | Path, resuming: bool, overwrite: bool, mai
         for path in old if main else ():
             shutil.rmtree(path)
     if main:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise InputError(f"cannot create checkpoint.output_dir={out} ({err.strerror}); choose a writable "
+                             "folder") from None
     return out
-
-
-def prune_checkpoints(output_dir: str | Path, total_limit: int | None) -> list[Path]:
-    """Delete the oldest checkpoint-N folders so that one more still fits under `total_limit`."""
-    if not total_limit or total_limit < 1:
-        return []
-    found = list_checkpoints(output_dir)
-    doomed = found[: max(len(found) - total_limit + 1, 0)]
-    for path in doomed:
-        shutil.rmtree(path)
-    return doomed
 
 
 def register_unet_checkpoint_hooks(accelerator: Any) -> None:
@@ -174,6 +114,7 @@ def register_unet_checkpoint_hooks(accelerator: Any) -> None:
     from fffvdi.models.unet import FFFVDIUNet
 
     def save_hook(models: list, weights: list, output_dir: str) -> None:
+        crash_point("saving", int(Path(output_dir).name.split("-")[-1].split(".")[0]))
         if accelerator.is_main_process:
             for model in models:
                 accelerator.unwrap_model(model).save_pretrained(Path(output_dir) / "unet")

@@ -8,12 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from fffvdi.errors import ConfigError, InputError
+from fffvdi.errors import ConfigError, FFFVDIError, InputError
 from fffvdi.train_config import DEFAULT_TRAINABLE
-from fffvdi.training import (
-    cfg_dropout, clip_flows, flow_cache_key, list_checkpoints, prepare_run_dir, prune_checkpoints, resolve_resume,
-    select_trainable,
-)
+from fffvdi.checkpointing import MARKER, incomplete_checkpoints, list_checkpoints, prune_checkpoints, resolve_resume
+from fffvdi.training import cfg_dropout, clip_flows, flow_cache_key, prepare_run_dir, select_trainable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -180,6 +178,41 @@ def test_bad_config_values_fail_before_training(setup):
     assert not (base / "bad").exists()
 
 
+def test_bad_paths_and_ranges_fail_before_anything_is_written(setup, tmp_path, monkeypatch):
+    import fffvdi.models.loading as loading
+
+    base, overrides = setup
+    out = tmp_path / "never"
+    monkeypatch.setattr(loading, "load_svd_components", lambda *a, **k: pytest.fail("model loaded before the checks"))
+    cases = [("data.root=/nonexistent/ytvos", r"data.root='/nonexistent/ytvos': not found.*\(set on the command line\)"),
+             ("checkpoint.total_limit=0", "total_limit"), ("train.vae_chunk_size=0", "vae_chunk_size"),
+             ("optim.lr_scheduler=cosinee", "lr_scheduler"), ("validation.mask=/nope", "validation.video and"),
+             ("flow.method=farneback", "flow.method"), ("model.checkpoint=/nope/unet", "model.checkpoint"),
+             ("data.samples_per_epoch=0", "samples_per_epoch")]
+    for override, message in cases:
+        with pytest.raises(FFFVDIError, match=message):
+            _run(overrides, f"checkpoint.output_dir={out}", override)
+        assert not out.exists(), override
+    with pytest.raises(InputError, match="fewer than train.batch_size"):
+        _run(overrides, f"checkpoint.output_dir={out}", "train.batch_size=64")
+    assert not out.exists()
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    if not os.access(locked, os.W_OK):  # root ignores permissions
+        with pytest.raises(ConfigError, match="not a writable folder"):
+            _run(overrides, f"checkpoint.output_dir={locked / 'run'}")
+
+
+def test_a_damaged_checkpoint_is_named_not_a_traceback(setup, run_a, tmp_path):
+    base, overrides = setup
+    out = tmp_path / "damaged"
+    shutil.copytree(base / "a" / "checkpoint-2", out / "checkpoint-2")
+    (out / "checkpoint-2" / "optimizer.bin").write_bytes(b"")  # a kill mid-write under the old, non-atomic save
+    with pytest.raises(InputError, match=r"cannot load checkpoint .*checkpoint-2.*damaged"):
+        _run(overrides, f"checkpoint.output_dir={out}", "checkpoint.resume_from_checkpoint=latest",
+             "train.max_steps=3")
+
+
 def test_8bit_adam_without_bitsandbytes_is_a_config_error():
     from omegaconf import OmegaConf
 
@@ -214,14 +247,24 @@ def test_cfg_dropout_exclusive_events():
 
 
 def test_checkpoint_pruning_and_latest(tmp_path):
-    for n in (10, 2, 30):
+    for n in (10, 2, 30, 40):
         (tmp_path / f"checkpoint-{n}").mkdir()
+        if n != 40:
+            (tmp_path / f"checkpoint-{n}" / MARKER).write_text("{}")
+    (tmp_path / "checkpoint-50.tmp").mkdir()  # an interrupted save
     (tmp_path / "checkpoint-x").mkdir()  # not a checkpoint name: ignored
-    assert resolve_resume(tmp_path, "latest").name == "checkpoint-30"
+    assert resolve_resume(tmp_path, "latest").name == "checkpoint-30"  # newest *complete*
+    assert [p.name for p in incomplete_checkpoints(tmp_path)] == ["checkpoint-40", "checkpoint-50.tmp"]
     assert resolve_resume(tmp_path / "empty", "latest") is None
-    removed = prune_checkpoints(tmp_path, total_limit=2)  # room for one more under the limit
-    assert [p.name for p in removed] == ["checkpoint-2", "checkpoint-10"]
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-30"]
+    with pytest.raises(InputError, match="checkpoint-40 is incomplete"):
+        resolve_resume(tmp_path, str(tmp_path / "checkpoint-40"))
+    removed = prune_checkpoints(tmp_path, total_limit=2, keep=tmp_path / "checkpoint-30")
+    assert [p.name for p in removed] == ["checkpoint-2"]
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-10", "checkpoint-30"]
+    # The checkpoint just saved stays even when older-numbered: a run resumed from an early checkpoint.
+    removed = prune_checkpoints(tmp_path, total_limit=1, keep=tmp_path / "checkpoint-10")
+    assert [p.name for p in removed] == ["checkpoint-30"]
+    assert (tmp_path / "checkpoint-40").is_dir() and (tmp_path / "checkpoint-50.tmp").is_dir()  # never touched
     with pytest.raises(InputError, match="not a checkpoint folder"):
         resolve_resume(tmp_path, str(tmp_path / "checkpoint-x"))
 
