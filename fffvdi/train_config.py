@@ -1,6 +1,7 @@
 """Training configuration schema (configs/train.yaml overrides these defaults; `key=value` overrides those)."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -164,3 +165,82 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+
+
+# --- checks: every bad value fails here, before a folder is written or a model is loaded --------------------------
+CHOICES = {  # closed choices of the schema above, checked by check_train_config
+    "train.mixed_precision": ("no", "fp16", "bf16"),
+    "train.cond_latents": ("mode", "sample"),
+    "train.weight_dtype": ("auto", "float32", "float16", "bfloat16"),
+    "logging.report_to": ("tensorboard", "none"),
+    "flow.method": ("dis", "raft_large", "raft_small"),
+    "flow.completion": ("smooth", "edge_aware", "cv2_inpaint"),
+    "model.propagation.arch": ("light", "official"),
+    "model.device": None,  # checked below: auto | cpu | cuda | cuda:N
+    "optim.lr_scheduler": ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+                           "constant_with_warmup", "piecewise_constant"),
+}
+AT_LEAST = {  # numeric lower bounds
+    "train.max_steps": 1, "train.batch_size": 1, "train.gradient_accumulation_steps": 1, "train.vae_chunk_size": 1,
+    "data.num_frames": 2, "data.num_workers": 0, "checkpoint.every_steps": 0, "logging.every_steps": 1,
+    "validation.every_steps": 0, "validation.num_steps": 1, "optim.warmup_steps": 0, "train.p_std": 0,
+    "flow.raft_iters": 1, "validation.fps": 1e-6, "optim.lr": 1e-12,
+}
+
+
+def _fail(key: str, value: Any, fix: str) -> None:
+    from fffvdi.errors import ConfigError
+
+    raise ConfigError(f"{key}={value!r}: {fix}", key=key)
+
+
+def check_train_config(cfg: Any) -> None:
+    """Reject every value that would otherwise fail late (after the model loads) or silently; one line each."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from fffvdi.conditioning import CLIP_SOURCES
+
+    get = lambda key: OmegaConf.select(cfg, key)  # noqa: E731
+    for key, allowed in {**CHOICES, "train.clip_source": CLIP_SOURCES}.items():
+        value = get(key)
+        if allowed is None:
+            if not (value in ("auto", "cpu", "cuda") or str(value).startswith("cuda:")):
+                _fail(key, value, "use auto, cpu, cuda or cuda:N")
+        elif value not in allowed:
+            _fail(key, value, f"use one of {', '.join(allowed)}")
+    for key, low in AT_LEAST.items():
+        if get(key) < low:
+            _fail(key, get(key), f"must be >= {low:g}")
+    t = cfg.train
+    drops = (t.drop_image_embeds, t.drop_cond_latents, t.drop_both)
+    if min(drops) < 0 or sum(drops) > 1:
+        _fail("train.drop_both", t.drop_both, f"drop_image_embeds + drop_cond_latents + drop_both = {sum(drops):g} "
+              "must lie in [0, 1] with each >= 0 (they are exclusive events of one draw)")
+    if cfg.checkpoint.total_limit is not None and cfg.checkpoint.total_limit < 1:
+        _fail("checkpoint.total_limit", cfg.checkpoint.total_limit, "must be >= 1, or null to keep every checkpoint")
+    if not 0 < t.ema.decay < 1:
+        _fail("train.ema.decay", t.ema.decay, "must lie in (0, 1)")
+    h, w = cfg.data.size
+    if h % 64 or w % 64 or h <= 0 or w <= 0:
+        _fail("data.size", list(cfg.data.size), "must be positive multiples of 64 (H, W), e.g. [256, 512]")
+    if (cfg.validation.video is None) != (cfg.validation.mask is None):
+        _fail("validation.mask", cfg.validation.mask, "validation.video and validation.mask go together: set both")
+    paths = {"data.root": (cfg.data.root, "the dataset root holding JPEGImages/"),
+             "data.video_list": (cfg.data.video_list, "a text file of video ids"),
+             "validation.video": (cfg.validation.video, "a frames folder or video file"),
+             "validation.mask": (cfg.validation.mask, "masks for validation.video"),
+             "model.checkpoint": (cfg.model.checkpoint, "a saved FFF-VDI UNet folder (OUTPUT_DIR/unet)")}
+    for key, (value, what) in paths.items():
+        if value is not None and not Path(value).expanduser().exists():
+            _fail(key, value, f"not found; pass {what}")
+    source = str(cfg.model.pretrained)
+    if (source.startswith(("/", ".", "~")) or source.count("/") != 1) and not Path(source).expanduser().is_dir():
+        _fail("model.pretrained", source, "not found; pass a hub id (org/name) or a folder in diffusers layout")
+    if not (Path(cfg.data.root) / "JPEGImages").is_dir():
+        _fail("data.root", cfg.data.root, "has no JPEGImages/ folder; see datasets/README.md for the layout")
+    out = Path(cfg.checkpoint.output_dir)
+    parent = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        _fail("checkpoint.output_dir", str(out), f"{parent} is not a writable folder; choose another output_dir")

@@ -54,21 +54,23 @@ def main(argv: list[str] | None = None) -> TrainResult:
         StepLog, micro_step, resume, save_checkpoint, save_final, setup_data, setup_ema, setup_model, setup_optimizer,
         setup_run, validate,
     )
+    from fffvdi.train_config import check_train_config
     from fffvdi.training import (
-        check_train_config, flat_config, inference_config, register_unet_checkpoint_hooks, step_generator,
+        build_clip_dataset, flat_config, inference_config, register_unet_checkpoint_hooks, step_generator,
         validation_clip,
     )
 
     args = parse_args(argv)
-    cfg = load_config(TrainConfig, args.config, args.overrides)
-    check_train_config(cfg)  # every bad value fails here, before a folder is written or a model loaded
+    # Setup checks: every bad value, path or dataset fails here, before a folder is written or a model loaded.
+    cfg = load_config(TrainConfig, args.config, args.overrides, check=check_train_config)
     t = cfg.train
+    dataloader = setup_data(cfg, build_clip_dataset(cfg, seed=t.seed))
+    val_clip = validation_clip(cfg) if cfg.validation.every_steps > 0 else None
 
-    # Setup accelerator, run folder, seeds; model (trainable subset), optimizer + schedule, data.
+    # Setup accelerator, run folder, seeds; model (trainable subset), optimizer + schedule.
     accelerator, out_dir, resume_dir = setup_run(cfg)
     components, params, weight_dtype = setup_model(cfg, accelerator)
     optimizer, lr_scheduler = setup_optimizer(cfg, params, accelerator)
-    dataloader = setup_data(cfg, accelerator)
     unet, optimizer, dataloader, lr_scheduler = accelerator.prepare(components.unet, optimizer, dataloader, lr_scheduler)
     raw_unet = accelerator.unwrap_model(unet)
     params = [p for p in raw_unet.parameters() if p.requires_grad]  # DeepSpeed may have re-created them
@@ -78,7 +80,6 @@ def main(argv: list[str] | None = None) -> TrainResult:
     # Conditioning (flows, VAE, CLIP) by the same code inference uses; the pipeline renders validation clips.
     conditioner = Conditioner(components, cfg.flow, accelerator.device, weight_dtype, t.vae_chunk_size)
     pipe = FFFVDIPipeline(components, inference_config(cfg), accelerator.device, weight_dtype)
-    val_clip = validation_clip(cfg) if cfg.validation.every_steps > 0 and accelerator.is_main_process else None
     accelerator.init_trackers("fffvdi", config=flat_config(cfg))
 
     # Setup resume: state from the checkpoint, data position from its step number.

@@ -41,6 +41,29 @@ def test_unknown_override_and_bad_type():
         load_config(_Schema, None, ["steps"])
 
 
+def test_errors_say_whether_the_value_came_from_the_command_line_or_the_file(tmp_path):
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text("steps: 10\n")
+    with pytest.raises(ConfigError, match=r"stepz.*\(on the command line\)") as err:
+        load_config(_Schema, yaml, ["stepz=3"])
+    assert "c.yaml" not in str(err.value)  # the file is innocent
+    yaml.write_text("stepz: 10\n")
+    with pytest.raises(ConfigError, match=r"stepz.*\(in .*c\.yaml\)"):
+        load_config(_Schema, yaml, ["steps=3"])
+
+    def check(cfg):
+        if cfg.steps < 1:
+            raise ConfigError(f"steps={cfg.steps}: must be >= 1", key="steps")
+
+    yaml.write_text("steps: 0\n")
+    with pytest.raises(ConfigError, match=r"steps=0: must be >= 1 \(set in .*c\.yaml\)"):
+        load_config(_Schema, yaml, [], check=check)
+    with pytest.raises(ConfigError, match=r"steps=-1: must be >= 1 \(set on the command line\)"):
+        load_config(_Schema, yaml, ["steps=-1"], check=check)
+    with pytest.raises(ConfigError, match=r"steps=0: must be >= 1 \(set by default\)"):
+        load_config(_Schema, None, ["model.dtype=float32"], check=lambda cfg: check(OmegaConf.merge(cfg, {"steps": 0})))
+
+
 def test_missing_file_and_broken_yaml(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(_Schema, tmp_path / "nope.yaml")
