@@ -131,3 +131,8 @@ if __name__ == "__main__":
     except FFFVDIError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except torch.cuda.OutOfMemoryError:
+        print("error: out of GPU memory; set train.gradient_checkpointing=true, lower data.size / data.num_frames, "
+              "or train fewer weights (trainable=[...]); resume with checkpoint.resume_from_checkpoint=latest",
+              file=sys.stderr)
+        sys.exit(2)
