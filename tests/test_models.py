@@ -1,11 +1,19 @@
 """Tiny SVD folder round trip and component loading, offline."""
 import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from fffvdi.errors import ModelLoadError
 from fffvdi.models.loading import load_svd_components, resolve_dtype
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_tiny_folder_has_svd_layout_and_is_small(tiny_svd_dir):
@@ -54,10 +62,64 @@ def test_dtype_option(tiny_svd_dir):
     assert resolve_dtype(torch.float16, torch.device("cpu")) == torch.float32
 
 
-def test_hub_unreachable_gives_clear_error(monkeypatch):
+def _forbid_from_pretrained(monkeypatch):
+    """Make any from_pretrained of an SVD component fail the test: the hub gate must answer first."""
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("from_pretrained reached: the uncached hub id was not refused up front")
+
+    monkeypatch.setattr(AutoencoderKLTemporalDecoder, "from_pretrained", refuse)
+
+
+def _assert_quiet(capfd, caplog):
+    """No retry chatter: nothing printed, no log record mentioning a retry."""
+    out, err = capfd.readouterr()
+    assert "Retry" not in out + err and err == "", err
+    assert not [r for r in caplog.records if "retry" in r.getMessage().lower()]
+
+
+def test_offline_uncached_hub_id_fails_fast_in_one_line(monkeypatch, capfd, caplog):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelLoadError, match="model.pretrained=DIR"):
+    _forbid_from_pretrained(monkeypatch)
+    start = time.perf_counter()
+    with pytest.raises(ModelLoadError, match="HF_HUB_OFFLINE is set and it is not in the local cache") as info:
         load_svd_components("someorg/not-cached-svd")
+    assert time.perf_counter() - start < 2.0
+    message = str(info.value)
+    assert "\n" not in message and "hf download someorg/not-cached-svd" in message and "model.pretrained=DIR" in message
+    _assert_quiet(capfd, caplog)
+
+
+def test_unreachable_hub_fails_fast_without_retries(monkeypatch, capfd, caplog):
+    """HF_HUB_OFFLINE unset but no network (a closed local port as the endpoint): refused by the probe, not by retries."""
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # discard port: connection refused at once
+    _forbid_from_pretrained(monkeypatch)
+    start = time.perf_counter()
+    with pytest.raises(ModelLoadError, match=r"http://127.0.0.1:9 unreachable within 3 s and it is not in the local cache"):
+        load_svd_components("someorg/not-cached-svd")
+    assert time.perf_counter() - start < 2.0
+    _assert_quiet(capfd, caplog)
+
+
+def test_cached_hub_id_loads_without_network(tmp_path, tiny_svd_dir):
+    """A hub id in the local cache loads from it when the hub is unreachable, with no retry lines (fresh process)."""
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--someorg--tiny-svd"
+    shutil.copytree(tiny_svd_dir, repo / "snapshots" / sha)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(sha)
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_HUB_CACHE=str(tmp_path / "hub"), HF_ENDPOINT="http://127.0.0.1:9", PYTHONPATH=str(REPO))
+    code = ("from fffvdi.models.loading import load_svd_components; "
+            "c = load_svd_components('someorg/tiny-svd'); print('loaded', c.vae_scale_factor)")
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "loaded 8" in res.stdout and "Retry" not in res.stderr
 
 
 def test_local_folder_errors(tmp_path, tiny_svd_dir):

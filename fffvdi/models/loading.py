@@ -14,6 +14,11 @@ from fffvdi.errors import ModelLoadError
 logger = logging.getLogger(__name__)
 
 SUBFOLDERS = ("unet", "vae", "image_encoder", "feature_extractor", "scheduler")
+# the first file from_pretrained reads in each subfolder: its presence in the cache means a cached copy
+_CONFIG_FILES = {"unet": "config.json", "vae": "config.json", "image_encoder": "config.json",
+                 "feature_extractor": "preprocessor_config.json", "scheduler": "scheduler_config.json"}
+_TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub's spelling of a true environment flag
+PROBE_TIMEOUT_S = 3.0  # connectivity probe before a hub download; a reachable hub answers far sooner
 
 
 @dataclass
@@ -64,20 +69,63 @@ def _check_local_layout(folder: Path) -> None:
         )
 
 
-def _load(cls, source: str, subfolder: str, local: bool, **kwargs):
-    """from_pretrained with the hub-offline failure turned into one clear line."""
+def _env_offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it (at its import, or now: a test or caller may set it later)."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in _TRUE
+
+
+def _hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """One HEAD request to the hub endpoint (HF_ENDPOINT, proxies honoured) answered below 500 within `timeout`."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
     try:
-        return cls.from_pretrained(source, subfolder=subfolder, local_files_only=local or None, **kwargs)
+        return get_session().head(constants.ENDPOINT, timeout=timeout).status_code < 500
+    except Exception:  # noqa: BLE001 - DNS, refused, timeout, proxy: the transport's own types vary by version
+        return False
+
+
+def _hub_error(source: str, subfolder: str, reason: str) -> str:
+    """The one-line message for a hub id that can be neither downloaded nor read from the cache."""
+    return (
+        f"could not load '{source}' ({subfolder}) from the Hugging Face hub: {reason}; "
+        f"download it where there is internet (hf download {source} --local-dir DIR) and pass model.pretrained=DIR"
+    )
+
+
+def _hub_cache_only(source: str, subfolders: tuple[str, ...]) -> str:
+    """Why a hub id must be read from the local cache only ('' when the hub is reachable); ModelLoadError at once if not cached.
+
+    Without this check, from_pretrained on a machine without network retries every file for ~30 s,
+    printing a line per retry, before failing.
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if _env_offline():
+        reason = "HF_HUB_OFFLINE is set"
+    elif _hub_reachable():
+        return ""
+    else:
+        reason = f"{constants.ENDPOINT} unreachable within {PROBE_TIMEOUT_S:g} s"
+    for sub in subfolders:
+        if not isinstance(try_to_load_from_cache(source, f"{sub}/{_CONFIG_FILES[sub]}"), str):
+            raise ModelLoadError(_hub_error(source, sub, f"{reason} and it is not in the local cache"))
+    logger.info("%s; loading '%s' from the local Hugging Face cache", reason, source)
+    return reason
+
+
+def _load(cls, source: str, subfolder: str, local: bool, reason: str = "", **kwargs):
+    """from_pretrained with any failure turned into one clear line; `reason` set = hub id read from the cache only."""
+    try:
+        return cls.from_pretrained(source, subfolder=subfolder, local_files_only=local or bool(reason) or None, **kwargs)
     except (OSError, ValueError) as err:
         if local:
             raise ModelLoadError(f"could not load {subfolder} from {Path(source) / subfolder}: {str(err).splitlines()[0]}") from err
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-        hint = " (HF_HUB_OFFLINE is set)" if offline else ""
-        raise ModelLoadError(
-            f"could not load '{source}' ({subfolder}) from the Hugging Face hub{hint}: no network and no cached copy; "
-            f"download it where there is internet (huggingface-cli download {source} --local-dir DIR) "
-            "and pass model.pretrained=DIR"
-        ) from err
+        # a cached copy missing its weights, or a download that broke off
+        cause = f"{reason}, cached copy incomplete ({str(err).splitlines()[0]})" if reason else str(err).splitlines()[0]
+        raise ModelLoadError(_hub_error(source, subfolder, cause)) from err
 
 
 def load_svd_components(
@@ -93,21 +141,25 @@ def load_svd_components(
     `propagation` (DeformableNoiseAlignment arguments: arch, hidden, identity_init) shapes the module
     created when the UNet folder has none; a saved module is always rebuilt from its own config.
     """
+    local, reason = _is_local(pretrained), ""
+    if local:
+        pretrained = str(Path(pretrained).expanduser())
+        _check_local_layout(Path(pretrained))
+    else:  # before the heavy imports below: an unreachable, uncached hub id fails in about a second
+        needed = tuple(s for s in SUBFOLDERS if s != "unet" or checkpoint is None)
+        reason = _hub_cache_only(pretrained, needed)
+
     from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
     from fffvdi.models.unet import FFFVDIUNet
 
-    local = _is_local(pretrained)
-    if local:
-        pretrained = str(Path(pretrained).expanduser())
-        _check_local_layout(Path(pretrained))
     device = torch.device(device)
     weights = dict(torch_dtype=dtype, variant=variant)
-    vae = _load(AutoencoderKLTemporalDecoder, pretrained, "vae", local, **weights)
-    image_encoder = _load(CLIPVisionModelWithProjection, pretrained, "image_encoder", local, **weights)
-    feature_extractor = _load(CLIPImageProcessor, pretrained, "feature_extractor", local)
-    scheduler = _load(EulerDiscreteScheduler, pretrained, "scheduler", local)
+    vae = _load(AutoencoderKLTemporalDecoder, pretrained, "vae", local, reason, **weights)
+    image_encoder = _load(CLIPVisionModelWithProjection, pretrained, "image_encoder", local, reason, **weights)
+    feature_extractor = _load(CLIPImageProcessor, pretrained, "feature_extractor", local, reason)
+    scheduler = _load(EulerDiscreteScheduler, pretrained, "scheduler", local, reason)
     if checkpoint is not None:
         ckpt = Path(checkpoint).expanduser()
         if not (ckpt / "config.json").is_file():
@@ -119,7 +171,7 @@ def load_svd_components(
     else:
         try:
             unet = FFFVDIUNet.from_pretrained(pretrained, subfolder="unet", torch_dtype=dtype, variant=variant,
-                                              local_files_only=local or None, propagation=propagation)
+                                              local_files_only=local or bool(reason) or None, propagation=propagation)
         except (OSError, ValueError) as err:
             raise ModelLoadError(f"could not load the UNet of '{pretrained}': {str(err).splitlines()[0]}") from err
     for module in (unet, vae, image_encoder):
