@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fffvdi.errors import ModelLoadError
-from fffvdi.models.loading import load_svd_components, resolve_dtype
+from fffvdi.models.loading import check_model_source, load_svd_components, resolve_dtype
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -130,6 +130,18 @@ def test_local_folder_errors(tmp_path, tiny_svd_dir):
     with pytest.raises(ModelLoadError, match="vae"):
         load_svd_components(str(tmp_path / "half"))
     with pytest.raises(ModelLoadError, match="config.json"):
+        load_svd_components(str(tiny_svd_dir), checkpoint=str(tmp_path))
+
+
+def test_bad_sources_are_refused_before_anything_loads(tmp_path, tiny_svd_dir, monkeypatch):
+    """check_model_source (used by entry points before they write) and load_svd_components reject up front."""
+    _forbid_from_pretrained(monkeypatch)
+    check_model_source(str(tiny_svd_dir))  # a good folder passes without loading anything
+    with pytest.raises(ModelLoadError, match="not found"):
+        check_model_source(str(tmp_path / "missing"))
+    with pytest.raises(ModelLoadError, match=r"no FFF-VDI UNet at .*config.json missing"):
+        check_model_source(str(tiny_svd_dir), checkpoint=str(tmp_path))
+    with pytest.raises(ModelLoadError, match="config.json missing"):  # was raised only after VAE and CLIP loaded
         load_svd_components(str(tiny_svd_dir), checkpoint=str(tmp_path))
 
 

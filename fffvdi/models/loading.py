@@ -116,6 +116,30 @@ def _hub_cache_only(source: str, subfolders: tuple[str, ...]) -> str:
     return reason
 
 
+def _preflight(pretrained: str, checkpoint: Optional[str]) -> str:
+    """Check the model sources without loading anything; returns `_hub_cache_only`'s reason ('' for local or online)."""
+    reason = ""
+    if _is_local(pretrained):
+        _check_local_layout(Path(pretrained).expanduser())
+    else:
+        reason = _hub_cache_only(pretrained, tuple(s for s in SUBFOLDERS if s != "unet" or checkpoint is None))
+    if checkpoint is not None and not (Path(checkpoint).expanduser() / "config.json").is_file():
+        raise ModelLoadError(
+            f"no FFF-VDI UNet at {Path(checkpoint).expanduser()} (config.json missing); pass the folder saved by "
+            "training, e.g. OUTPUT_DIR/unet or OUTPUT_DIR/checkpoint-N/unet"
+        )
+    return reason
+
+
+def check_model_source(pretrained: str, checkpoint: Optional[str] = None) -> None:
+    """ModelLoadError now, in about a second, if `load_svd_components(pretrained, checkpoint)` could not start.
+
+    Checks a local folder's layout, that a hub id is reachable or cached, and the checkpoint's config.json;
+    for entry points that must reject a bad model before writing anything.
+    """
+    _preflight(pretrained, checkpoint)
+
+
 def _load(cls, source: str, subfolder: str, local: bool, reason: str = "", **kwargs):
     """from_pretrained with any failure turned into one clear line; `reason` set = hub id read from the cache only."""
     try:
@@ -141,13 +165,10 @@ def load_svd_components(
     `propagation` (DeformableNoiseAlignment arguments: arch, hidden, identity_init) shapes the module
     created when the UNet folder has none; a saved module is always rebuilt from its own config.
     """
-    local, reason = _is_local(pretrained), ""
+    local = _is_local(pretrained)
     if local:
         pretrained = str(Path(pretrained).expanduser())
-        _check_local_layout(Path(pretrained))
-    else:  # before the heavy imports below: an unreachable, uncached hub id fails in about a second
-        needed = tuple(s for s in SUBFOLDERS if s != "unet" or checkpoint is None)
-        reason = _hub_cache_only(pretrained, needed)
+    reason = _preflight(pretrained, checkpoint)  # before the heavy imports below: bad sources fail in about a second
 
     from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
@@ -161,13 +182,7 @@ def load_svd_components(
     feature_extractor = _load(CLIPImageProcessor, pretrained, "feature_extractor", local, reason)
     scheduler = _load(EulerDiscreteScheduler, pretrained, "scheduler", local, reason)
     if checkpoint is not None:
-        ckpt = Path(checkpoint).expanduser()
-        if not (ckpt / "config.json").is_file():
-            raise ModelLoadError(
-                f"no FFF-VDI UNet at {ckpt} (config.json missing); pass the folder saved by training, "
-                "e.g. OUTPUT_DIR/unet or OUTPUT_DIR/checkpoint-N/unet"
-            )
-        unet = FFFVDIUNet.from_pretrained(str(ckpt), torch_dtype=dtype, propagation=propagation)
+        unet = FFFVDIUNet.from_pretrained(str(Path(checkpoint).expanduser()), torch_dtype=dtype, propagation=propagation)
     else:
         try:
             unet = FFFVDIUNet.from_pretrained(pretrained, subfolder="unet", torch_dtype=dtype, variant=variant,
