@@ -235,12 +235,12 @@ def check_train_config(cfg: Any) -> None:
     for key, (value, what) in paths.items():
         if value is not None and not Path(value).expanduser().exists():
             _fail(key, value, f"not found; pass {what}")
-    source = str(cfg.model.pretrained)
-    if (source.startswith(("/", ".", "~")) or source.count("/") != 1) and not Path(source).expanduser().is_dir():
-        _fail("model.pretrained", source, "not found; pass a hub id (org/name) or a folder in diffusers layout")
     if not (Path(cfg.data.root) / "JPEGImages").is_dir():
         _fail("data.root", cfg.data.root, "has no JPEGImages/ folder; see datasets/README.md for the layout")
     out = Path(cfg.checkpoint.output_dir)
     parent = next((p for p in (out, *out.parents) if p.exists()), Path("."))
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         _fail("checkpoint.output_dir", str(out), f"{parent} is not a writable folder; choose another output_dir")
+    from fffvdi.models.loading import check_model_source
+
+    check_model_source(cfg.model.pretrained, cfg.model.checkpoint)  # layout, hub reachable or cached: ~1 s at most
