@@ -118,3 +118,103 @@ def resolve_canvas(cfg) -> None:
         cfg.window.height = size[0]
     if cfg.window.width is None:
         cfg.window.width = size[1]
+
+
+# Config keys with a closed set of values. Kept here (not beside their users) so the check runs before
+# torch, diffusers or a model is imported; tests keep them equal to the users' own tuples.
+CHOICES = {
+    "method": ("fffvdi", "propagate", "telea"),
+    "model.dtype": ("float32", "float16", "bfloat16", "fp32", "fp16", "bf16"),
+    "model.propagation.arch": ("light", "official"),
+    "flow.method": ("dis", "raft_large", "raft_small"),
+    "flow.completion": ("smooth", "edge_aware", "cv2_inpaint", "telea"),
+    "mask.resize": ("nearest", "stretch", "error"),
+    "mask.mode": ("mask", "box"),
+    "sampling.clip_source": ("masked", "filled", "raw"),
+    "sampling.fill_source": ("noise", "inversion"),
+    "memory.offload": ("none", "model"),
+    "memory.attention": ("sdpa", "default"),
+    "propagate.combine": ("nearest", "weighted"),
+    "propagate.blend": ("none", "poisson"),
+}
+
+# (key, lowest allowed, lowest is exclusive, why); None values are skipped (they mean "default").
+RANGES = (
+    ("fps", 0, True, "frames per second of a frames folder"),
+    ("mask.threshold", 0, False, "a hole is value > threshold, in [0, 255)"),
+    ("mask.dilate", 0, False, "dilation iterations"),
+    ("flow.raft_iters", 1, False, "RAFT refinement iterations"),
+    ("sampling.num_steps", 1, False, "Euler steps"),
+    ("sampling.sigma_min", 0, True, "smallest noise level"),
+    ("sampling.min_guidance_scale", 0, False, "classifier-free guidance scale"),
+    ("sampling.max_guidance_scale", 0, False, "classifier-free guidance scale"),
+    ("sampling.fps", 0, False, "fps micro-condition"),
+    ("sampling.motion_bucket_id", 0, False, "motion micro-condition"),
+    ("sampling.noise_aug_strength", 0, False, "noise augmentation strength"),
+    ("sampling.inversion_steps", 1, False, "inversion Euler steps"),
+    ("window.height", 64, False, "model canvas height"),
+    ("window.width", 64, False, "model canvas width"),
+    ("window.num_frames", 1, False, "frames per window"),
+    ("window.overlap", 0, False, "frames shared by consecutive windows"),
+    ("window.decode_chunk_size", 1, False, "frames decoded at once"),
+    ("memory.forward_chunk_size", 1, False, "feed-forward chunk size"),
+    ("output.feather", 0, False, "blend width in pixels"),
+    ("propagate.radius", 1, False, "frames searched each way"),
+    ("propagate.telea_radius", 1, False, "Telea radius in pixels"),
+)
+
+
+def check_inference_config(cfg) -> None:
+    """Raise ConfigError (one line naming the key and the fix) on any value inference would trip over later.
+
+    Run right after loading, before any input is read or model loaded; `window.height/width` are
+    checked only once set (call `resolve_canvas` first to check them too).
+    """
+    from omegaconf import OmegaConf
+
+    from fffvdi.errors import ConfigError
+
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is unknown; use one of {', '.join(allowed)}")
+    for key, low, exclusive, what in RANGES:
+        value = OmegaConf.select(cfg, key)
+        if value is None:
+            continue
+        if value < low or (exclusive and value == low):
+            bound = f"> {low}" if exclusive else f">= {low}"
+            raise ConfigError(f"{key}={value} is out of range ({what}); set it {bound}")
+    if cfg.mask.threshold >= 255:
+        raise ConfigError(f"mask.threshold={cfg.mask.threshold} is out of range; set it below 255 (a hole is value > threshold)")
+    s, w = cfg.sampling, cfg.window
+    if not s.sigma_min < s.sigma_max:
+        raise ConfigError(f"sampling.sigma_min={s.sigma_min} must be below sampling.sigma_max={s.sigma_max}; fix one of them")
+    for key in ("height", "width"):
+        side = w[key]
+        if side is not None and side % 64:
+            raise ConfigError(f"window.{key}={side} is not a multiple of 64; use e.g. window.{key}={max(64, round(side / 64) * 64)}")
+    if w.overlap >= w.num_frames:
+        raise ConfigError(
+            f"window.overlap={w.overlap} must be smaller than window.num_frames={w.num_frames}; lower the overlap"
+        )
+    if cfg.method == "fffvdi":
+        _check_device(cfg.model.device)
+
+
+def _check_device(name: str) -> None:
+    """`model.device` must name a device torch knows and that exists here."""
+    import re
+
+    from fffvdi.errors import ConfigError
+
+    if name == "auto":
+        return
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", str(name)):
+        raise ConfigError(f"model.device={name!r} is unknown; use auto, cpu, cuda or cuda:N")
+    if name.startswith("cuda"):
+        import torch
+
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise ConfigError(f"model.device={name} but this machine has no such CUDA device; use model.device=cpu or auto")

@@ -10,9 +10,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fffvdi.canvas import composite, from_canvas, plan_placement, to_canvas
-from fffvdi.conditioning import CLIP_SOURCES, Conditioner, clip_source_image
+from fffvdi.conditioning import Conditioner, clip_source_image
 from fffvdi.edm import Conditioning, EDMDenoiser, added_time_ids, karras_sigmas
 from fffvdi.errors import ConfigError
+from fffvdi.inference_config import CHOICES as CONFIG_CHOICES
 from fffvdi.inference_config import resolve_canvas
 from fffvdi.models.loading import SVDComponents
 from fffvdi.noise_fill import fill_first_frame_noise
@@ -20,12 +21,8 @@ from fffvdi.sampling import cfg_denoise, guidance_scales, invert_euler, sample_e
 
 logger = logging.getLogger(__name__)
 
-CHOICES = {  # config keys with a closed set of values, checked before any work starts
-    "sampling.clip_source": CLIP_SOURCES,
-    "sampling.fill_source": ("noise", "inversion"),
-    "memory.offload": ("none", "model"),
-    "memory.attention": ("sdpa", "default"),
-}
+# The pipeline's closed-choice keys (all of them are checked up front by check_inference_config).
+CHOICES = {k: CONFIG_CHOICES[k] for k in ("sampling.clip_source", "sampling.fill_source", "memory.offload", "memory.attention")}
 
 
 class FFFVDIPipeline:

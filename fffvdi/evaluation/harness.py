@@ -106,10 +106,11 @@ def _check(s: EvalSettings) -> None:
 
 def _method_config(s: EvalSettings):
     from fffvdi.config import load_config
-    from fffvdi.inference_config import InferenceConfig, resolve_canvas
+    from fffvdi.inference_config import InferenceConfig, check_inference_config, resolve_canvas
 
     cfg = load_config(InferenceConfig, s.config, [*s.overrides, f"method={s.method}"])
     resolve_canvas(cfg)
+    check_inference_config(cfg)  # every bad value fails now, before a model loads or a video is scored
     return cfg
 
 
