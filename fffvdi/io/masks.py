@@ -11,7 +11,8 @@ import numpy as np
 from fffvdi.errors import ConfigError, InputError
 from fffvdi.io.video import IMAGE_EXTS, VIDEO_EXTS, VideoSource, check_exists, list_images, read_image
 
-RESIZE_MODES = ("nearest", "error")
+RESIZE_MODES = ("nearest", "stretch", "error")  # nearest: same aspect only; stretch: any aspect; error: no resize
+ASPECT_TOLERANCE = 0.01  # a mask whose aspect ratio differs more than this (or a pixel) was drawn for other frames
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
 
@@ -59,7 +60,8 @@ class MaskSource:
 
     `path` is a folder of images (one per frame, natural order), one image (used for every frame)
     or a video file. A mask whose size differs from `frame_size` (H, W) is resized with nearest
-    neighbour (resize="nearest") or rejected (resize="error"); dilation happens after resizing.
+    neighbour if its aspect ratio is the frame's (resize="nearest"; another aspect is an error),
+    whatever its aspect (resize="stretch"), or rejected (resize="error"); dilation follows resizing.
     """
 
     def __init__(
@@ -79,7 +81,7 @@ class MaskSource:
         if int(dilate) != dilate or dilate < 0:
             raise ConfigError(f"mask dilate {dilate} must be an integer >= 0 (iterations of a 3x3 cross)")
         if resize not in RESIZE_MODES:
-            raise ConfigError(f"mask resize {resize!r} must be one of {RESIZE_MODES}")
+            raise ConfigError(f"mask.resize={resize!r} is unknown; use one of {', '.join(RESIZE_MODES)}")
         if mode not in MASK_MODES:
             raise ConfigError(f"mask.mode={mode!r} is unknown; use one of {', '.join(MASK_MODES)}")
         self.threshold, self.dilate, self.resize, self.mode = threshold, int(dilate), resize, mode
@@ -112,6 +114,7 @@ class MaskSource:
         self.count = count  # masks stored at `path`; 1 means broadcast to every frame
         self._single: np.ndarray | None = None
         self._empty: bool | None = None
+        self._all_hole: bool | None = None
 
     @classmethod
     def for_video(cls, path: str | Path, video: VideoSource, **kwargs) -> "MaskSource":
@@ -129,10 +132,17 @@ class MaskSource:
         mask = binarize(raw, self.threshold)
         h, w = self.frame_size
         if mask.shape != (h, w):
+            mh, mw = mask.shape
             if self.resize == "error":
                 raise InputError(
-                    f"mask {where} is {mask.shape[0]}x{mask.shape[1]} (HxW) but frames are {h}x{w}; "
-                    "resize the masks to the frame size or allow nearest resizing"
+                    f"mask {where} is {mh}x{mw} (HxW) but frames are {h}x{w}; "
+                    "resize the masks to the frame size or pass mask.resize=nearest"
+                )
+            if self.resize == "nearest" and not same_aspect((mh, mw), (h, w)):
+                raise InputError(
+                    f"mask {where} is {mh}x{mw} (HxW) but frames are {h}x{w}, another aspect ratio "
+                    f"({mw / mh:.3g} vs {w / h:.3g}); draw the masks at the frame size, or pass mask.resize=stretch "
+                    "to stretch them anyway"
                 )
             mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)  # same as PIL NEAREST
         if self.mode == "box":
@@ -165,15 +175,30 @@ class MaskSource:
         time so memory stays bounded; the answer is cached.
         """
         if self._empty is None:
-            self._empty = True
-            span = 1 if self.count == 1 else self.num_frames
-            for start in range(0, span, chunk):
-                if self.read(start, min(start + chunk, span)).any():
-                    self._empty = False
-                    break
+            self._scan(chunk)
             if self._empty:
                 self._warn_empty()
         return self._empty
+
+    def check(self, chunk: int = 64) -> None:
+        """Read every mask once (any unreadable or misfit one raises now, before any work); warn if no frame has
+        a hole; InputError if every pixel of every frame is a hole (no visible content to inpaint from)."""
+        self.is_empty(chunk)
+        if self._all_hole:
+            raise InputError(
+                f"mask {self.path} covers every pixel of every frame (after threshold {self.threshold} and dilate "
+                f"{self.dilate}), so no frame shows anything to inpaint from; white (> threshold) must mark only the "
+                "region to remove (invert a mask drawn the other way round, or lower mask.dilate)"
+            )
+
+    def _scan(self, chunk: int) -> None:
+        """One pass over every stored mask: is any pixel a hole, is any pixel visible."""
+        self._empty, self._all_hole = True, True
+        span = 1 if self.count == 1 else self.num_frames
+        for start in range(0, span, chunk):
+            block = self.read(start, min(start + chunk, span))
+            self._empty = self._empty and not block.any()
+            self._all_hole = self._all_hole and bool(block.all())
 
     def _warn_empty(self) -> None:
         warnings.warn(
@@ -187,6 +212,14 @@ class MaskSource:
         """Release a mask video's decoder."""
         if self._video is not None:
             self._video.close()
+
+
+def same_aspect(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """True if sizes (H, W) `a` and `b` have the same aspect ratio, within 1% or one pixel."""
+    (ah, aw), (bh, bw) = a, b
+    return abs(ah * bw / aw - bh) <= max(ASPECT_TOLERANCE * bh, 1.0) and abs(aw * bh / ah - bw) <= max(
+        ASPECT_TOLERANCE * bw, 1.0
+    )
 
 
 def load_masks(

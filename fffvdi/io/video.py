@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -11,6 +12,7 @@ import cv2
 import numpy as np
 
 from fffvdi.errors import InputError
+from fffvdi.io.images import check_image_sizes, read_image
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv")
@@ -41,17 +43,6 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
-def read_image(path: Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
-    """cv2.imread that raises InputError naming the file instead of returning None."""
-    try:
-        img = cv2.imread(str(path), flags)
-    except cv2.error:
-        img = None
-    if img is None:
-        raise InputError(f"cannot read image {path}: file is corrupt or not an image; replace or remove it")
-    return img
-
-
 def check_exists(path: Path, what: str) -> None:
     """Raise InputError if `path` does not exist."""
     if not path.exists():
@@ -59,7 +50,10 @@ def check_exists(path: Path, what: str) -> None:
 
 
 def _video_meta(path: Path) -> tuple[int, float, tuple[int, int]]:
-    """(frame count, fps, (H, W)) of a video file; InputError if ffmpeg cannot parse it."""
+    """(decodable frame count, fps, (H, W)) of a video file; InputError if ffmpeg cannot parse it.
+
+    Warns (naming the file) when the header's duration promises more frames than decode: a truncated file.
+    """
     import imageio_ffmpeg
 
     try:
@@ -71,7 +65,18 @@ def _video_meta(path: Path) -> tuple[int, float, tuple[int, int]]:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise InputError(f"cannot read video {path} ({reason}); check the file is a valid video") from None
     w, h = meta["size"]
-    return int(count), float(meta["fps"]), (int(h), int(w))
+    fps, duration = float(meta["fps"]), meta.get("duration")
+    if duration and fps > 0:
+        promised = round(float(duration) * fps)
+        if abs(promised - count) > 1:  # the header's duration is rounded to 10 ms: allow a frame
+            warnings.warn(
+                f"video {path}: its header says {promised} frames ({float(duration):g} s at {fps:g} fps) but only "
+                f"{count} decode; the file is probably truncated, so only those {count} are used "
+                "(re-encode or re-download it to get all frames)",
+                UserWarning,
+                stacklevel=2,
+            )
+    return int(count), fps, (int(h), int(w))
 
 
 class _SequentialDecoder:
@@ -138,6 +143,7 @@ class VideoSource:
                 )
             self.names = [p.name for p in self._files]
             self.fps = float(fps) if fps is not None else DEFAULT_FPS
+            check_image_sizes(self._files, "frame")  # every frame, before any work: a bad one fails now
             first = read_image(self._files[0])
             self.size: tuple[int, int] = (first.shape[0], first.shape[1])
         elif self.path.suffix.lower() in VIDEO_EXTS:
