@@ -7,6 +7,10 @@ where points from the neighbouring frames' holes can land. Target frame t is fin
 records up to t + radius exist: its hole pixels are traced both ways (`fill_points`), optionally
 blended in the gradient domain, the rest filled by Telea, and the frame goes to `sink`. Records
 older than t - radius are dropped, so memory follows the radius and the hole area, not the length.
+
+A frame that is all hole has no content to estimate flow on: the flow between the frames with
+content on either side is shared equally by the steps across it (constant motion); before the
+first and after the last frame with content, the nearest known motion goes on (zero if none).
 """
 from __future__ import annotations
 
@@ -118,9 +122,12 @@ def _blend_seams(
 
 def _finish(
     records: dict[int, FrameRecord], t: int, frame: np.ndarray, hole: np.ndarray, opts: PropagateOptions,
-    stats: PropagateStats,
+    stats: PropagateStats, previous: Optional[np.ndarray] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Inpaint frame `t` (uint8 [H, W, 3]) from the records -> (frame, hole pixels no other frame showed)."""
+    """Inpaint frame `t` (uint8 [H, W, 3]) from the records -> (frame, hole pixels no other frame showed).
+
+    An all-hole frame that no trajectory reaches takes `previous` (the last finished frame) when given.
+    """
     if not hole.any():
         return frame, hole
     ys, xs = np.nonzero(hole)
@@ -134,7 +141,9 @@ def _finish(
     left[ys[take], xs[take]] = False
     stats.hole_pixels += int(hole.sum())
     stats.propagated += int(take.sum())
-    if left.any():  # never revealed anywhere within the radius: spatial fill from the border inwards
+    if left.all() and previous is not None:  # nothing known nor propagated: the nearest finished content
+        result = previous.copy()
+    elif left.any():  # never revealed anywhere within the radius: spatial fill from the border inwards
         result = telea_frame(result, left, opts.telea_radius)
     return result, left
 
@@ -160,7 +169,6 @@ def propagate_video(
     stats = PropagateStats()
     records: dict[int, FrameRecord] = {}
     pending: deque = deque()  # (index, uint8 frame, hole) of frames not yet finished, in order
-    win: deque = deque(maxlen=3)  # last frames as dicts: frame, hole, prefilled, flow_next, flow_prev
     bar: Optional[tqdm] = None  # opened at the first finished frame, so early input errors print alone
 
     def make_record(k: int, prev: Optional[dict], cur: dict, nxt: Optional[dict]) -> None:
@@ -182,11 +190,14 @@ def propagate_video(
             values,
         )
 
+    previous: Optional[np.ndarray] = None  # the last finished frame
+
     def finish_ready(last_record: int, final: bool) -> None:
-        nonlocal bar
+        nonlocal bar, previous
         while pending and (final or pending[0][0] + opts.radius <= last_record):
             t, frame, hole = pending.popleft()
-            result, left = _finish(records, t, frame, hole, opts, stats)
+            result, left = _finish(records, t, frame, hole, opts, stats, previous)
+            previous = result
             sink(t, result[None])
             if report is not None:
                 report(t, left)
@@ -196,24 +207,59 @@ def propagate_video(
                 bar = tqdm(total=total, initial=t, desc="propagate", unit="frame", disable=not progress)
             bar.update(1)
 
-    for j in range(total):
-        frame = read_frames(j, j + 1)[0]
-        hole = read_masks(j, j + 1)[0] > 0
-        cur = dict(frame=frame, hole=hole, flow_next=None, flow_prev=None, flow_hole=_dilate(hole, dilation),
-                   prefilled=telea_frame(frame, hole, opts.telea_radius).astype(np.float32) / 255.0)
-        pending.append((j, frame, hole))
-        if win:
-            prev = win[-1]
-            fw, bw = pairs(prev["prefilled"], cur["prefilled"], np.stack([prev["hole"], hole]))
-            prev["flow_next"], cur["flow_prev"] = fw, bw
-            make_record(j - 1, win[-2] if len(win) > 1 else None, prev, cur)
-            prev.pop("prefilled", None)
-        win.append(cur)
-        stats.max_records = max(stats.max_records, len(records))
-        finish_ready(j - 1, final=False)
-    if win:
-        make_record(total - 1, win[-2] if len(win) > 1 else None, win[-1], None)
-    finish_ready(total - 1, final=True)
-    if bar is not None:
-        bar.close()
+    before: Optional[dict] = None  # the frame preceding `anchor` (its record's past neighbour)
+    anchor: Optional[dict] = None  # the last frame with visible pixels; its flow to the next one is unknown
+    gap: list[dict] = []  # all-hole frames after `anchor`: no content to estimate flow on
+    lead: list[dict] = []  # all-hole frames opening the video, linked once the first motion is known
+
+    def link(chain: list[dict], fw: np.ndarray, bw: np.ndarray, final: bool = False) -> None:
+        """Give consecutive frames of `chain` the flows `fw`/`bw`, then make the records of all but the last
+        (of all of them when `final`: the last then has no next frame)."""
+        nonlocal before
+        for a, b in zip(chain, chain[1:]):
+            a["flow_next"], b["flow_prev"] = fw, bw
+        seq = [before, *chain] + ([None] if final else [])
+        for i in range(1, len(seq) - 1):
+            make_record(seq[i]["index"], seq[i - 1], seq[i], seq[i + 1])
+            seq[i].pop("prefilled", None)
+        before = seq[-2]
+
+    try:  # the bar ends its line however the run ends, so an error message starts on its own
+        for j in range(total):
+            frame = read_frames(j, j + 1)[0]
+            hole = read_masks(j, j + 1)[0] > 0
+            cur = dict(index=j, frame=frame, hole=hole, flow_next=None, flow_prev=None, flow_hole=_dilate(hole, dilation))
+            pending.append((j, frame, hole))
+            if hole.all():  # flows to it are decided when the next frame with content arrives
+                gap.append(cur)
+                continue
+            cur["prefilled"] = telea_frame(frame, hole, opts.telea_radius).astype(np.float32) / 255.0
+            if anchor is None:
+                lead = gap
+            else:
+                fw, bw = pairs(anchor["prefilled"], cur["prefilled"], np.stack([anchor["hole"], hole]))
+                # Across all-hole frames, assume constant motion: each step takes an equal share of the flow.
+                fw, bw = fw / (len(gap) + 1), bw / (len(gap) + 1)
+                if lead:  # and the same motion back to the start of the video
+                    link([*lead, anchor], fw, bw)
+                    lead = []
+                link([anchor, *gap, cur], fw, bw)
+            anchor, gap = cur, []
+            stats.max_records = max(stats.max_records, len(records))
+            finish_ready(j - 1, final=False)
+        if total:
+            zero = np.zeros((2, *(anchor or gap[0])["hole"].shape), np.float32)
+            if anchor is None:  # no content anywhere: nothing moves
+                link(gap, zero, zero, final=True)
+            else:
+                if lead:  # a single frame with content: no motion known
+                    link([*lead, anchor], zero, zero)
+                # After the last frame with content, the last motion goes on.
+                fw = before["flow_next"] if before is not None else zero
+                bw = anchor["flow_prev"] if anchor["flow_prev"] is not None else zero
+                link([anchor, *gap], fw, bw, final=True)
+        finish_ready(total - 1, final=True)
+    finally:
+        if bar is not None:
+            bar.close()
     return stats
