@@ -1,10 +1,13 @@
 """Long videos in bounded memory: overlapping windows, anchored first frames, cross-faded overlaps.
 
 Frames are read lazily window by window and handed to the sink as soon as no later window can
-change them, so peak memory depends on the window length, not on the video length.
+change them, so peak memory depends on the window length, not on the video length. After each
+window a `WindowState` (the next window, the overlap frames not final yet, the random generator's
+state) can be saved; resuming from it gives the same frames as a run that never stopped.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
@@ -15,6 +18,20 @@ from tqdm import tqdm
 WindowFn = Callable[[np.ndarray, np.ndarray, torch.Generator], np.ndarray]
 # sink(first_index, frames uint8 [n, H, W, 3]) receives finished frames in order
 Sink = Callable[[int, np.ndarray], None]
+
+
+@dataclass
+class WindowState:
+    """Where `run_windows` stands between two windows: all it needs to go on as if it had never stopped."""
+
+    next_window: int  # index, in plan_windows order, of the window to run next
+    done: int  # frames [0, done) went to the sink
+    pending: np.ndarray  # uint8 [n, H, W, 3]: the last window's outputs for frames [done, done + n), not final
+    generator: torch.Tensor  # torch.Generator.get_state() after the last window
+
+
+# checkpoint(state) is called after the frames before `state.done` went to the sink
+Checkpoint = Callable[[WindowState], None]
 
 
 def plan_windows(total: int, size: int, overlap: int) -> list[tuple[int, int]]:
@@ -51,35 +68,52 @@ def run_windows(
     overlap: int,
     seed: int = 42,
     progress: bool = True,
+    resume: Optional[WindowState] = None,
+    checkpoint: Optional[Checkpoint] = None,
 ) -> None:
-    """Inpaint `total` frames window by window, writing finished frames to `sink` in order."""
+    """Inpaint `total` frames window by window, writing finished frames to `sink` in order.
+
+    `checkpoint(state)` hears the state after every window but the last; `resume` starts from such a state.
+    """
     windows = plan_windows(total, size, overlap)
     generator = torch.Generator().manual_seed(seed)
-    pending: Optional[np.ndarray] = None  # previous window's outputs for frames [start, prev_stop): not final yet
-    for k, (start, stop) in enumerate(tqdm(windows, desc="windows", disable=not progress or len(windows) == 1)):
-        frames = read_frames(start, stop)
-        masks = read_masks(start, stop).astype(np.uint8)
-        shared = 0
-        if pending is not None:
-            shared = len(pending)  # frames of this window the previous one already made
-            # Anchor: an I2V model follows its first frame, so start from the previous output, fully known.
-            frames = frames.copy()
-            masks = masks.copy()
-            frames[0] = pending[0]
-            masks[0] = 0
-        out = process(frames, masks, generator)
-        if shared > 0:
-            prev = pending.astype(np.float32)  # [shared, H, W, 3]
-            w = crossfade_weights(shared)[:, None, None, None]
-            mixed = np.rint((1 - w) * prev + w * out[:shared].astype(np.float32)).astype(np.uint8)
-            # Pixels outside every mask are the input's in both windows; keep them bit-exact.
-            known = masks[:shared, ..., None] == 0
-            known[0] = True  # frame 0 is the anchor, identical in both by construction
-            out = out.copy()
-            out[:shared] = np.where(known, out[:shared], mixed)
-        if stop >= total:
-            sink(start, out)
-            return
-        nxt = windows[k + 1][0]
-        sink(start, out[: nxt - start])  # no later window touches these
-        pending = out[nxt - start :]
+    first, pending = 0, None  # pending: previous window's outputs for frames [start, prev_stop), not final yet
+    if resume is not None:
+        if not 0 < resume.next_window < len(windows) or windows[resume.next_window][0] != resume.done:
+            raise ValueError(f"resume state (window {resume.next_window}, frame {resume.done}) does not fit the plan")
+        first, pending = resume.next_window, resume.pending
+        generator.set_state(resume.generator)
+    bar = tqdm(total=len(windows), initial=first, desc="windows", disable=not progress or len(windows) == 1)
+    try:  # the bar ends its line however the loop ends, so an error message starts on its own
+        for k in range(first, len(windows)):
+            start, stop = windows[k]
+            frames = read_frames(start, stop)
+            masks = read_masks(start, stop).astype(np.uint8)
+            shared = 0 if pending is None else len(pending)  # frames of this window the previous one already made
+            if shared > 0:
+                # Anchor: an I2V model follows its first frame, so start from the previous output, fully known.
+                frames = frames.copy()
+                masks = masks.copy()
+                frames[0] = pending[0]
+                masks[0] = 0
+            out = process(frames, masks, generator)
+            if shared > 0:
+                prev = pending.astype(np.float32)  # [shared, H, W, 3]
+                w = crossfade_weights(shared)[:, None, None, None]
+                mixed = np.rint((1 - w) * prev + w * out[:shared].astype(np.float32)).astype(np.uint8)
+                # Pixels outside every mask are the input's in both windows; keep them bit-exact.
+                known = masks[:shared, ..., None] == 0
+                known[0] = True  # frame 0 is the anchor, identical in both by construction
+                out = out.copy()
+                out[:shared] = np.where(known, out[:shared], mixed)
+            bar.update(1)
+            if stop >= total:
+                sink(start, out)
+                return
+            nxt = windows[k + 1][0]
+            sink(start, out[: nxt - start])  # no later window touches these
+            pending = out[nxt - start :]
+            if checkpoint is not None:
+                checkpoint(WindowState(k + 1, nxt, pending, generator.get_state()))
+    finally:
+        bar.close()

@@ -2,21 +2,22 @@
 
 A method is `run(read_frames, read_masks, total, sink, progress=True)`: it reads frames and masks
 lazily by range and hands finished frames to `sink(first_index, frames)` in order. Diffusion and
-Telea work window by window (`fffvdi.long_video`); `propagate` streams over the whole video so
-content revealed anywhere within `propagate.radius` frames is used.
+Telea work window by window (`fffvdi.long_video`) and can resume (`run.resumable`: they also take
+`resume=WindowState` and `checkpoint=callback`); `propagate` streams over the whole video so
+content revealed anywhere within `propagate.radius` frames is used, and starts over when resumed.
 """
 from __future__ import annotations
 
 import logging
 import warnings
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from fffvdi.config import dtype_from_name
-from fffvdi.long_video import Sink, WindowFn, run_windows
+from fffvdi.long_video import Checkpoint, Sink, WindowFn, WindowState, run_windows
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +28,17 @@ VideoMethod = Callable[..., None]
 def windowed(cfg: DictConfig, process: WindowFn) -> VideoMethod:
     """A window function run over the video in `cfg.window` windows."""
 
-    def run(read_frames, read_masks, total: int, sink: Sink, progress: bool = True) -> None:
+    def run(
+        read_frames, read_masks, total: int, sink: Sink, progress: bool = True,
+        resume: Optional[WindowState] = None, checkpoint: Optional[Checkpoint] = None,
+    ) -> None:
         run_windows(
             process, read_frames, read_masks, total, sink,
             size=cfg.window.num_frames, overlap=cfg.window.overlap, seed=cfg.sampling.seed, progress=progress,
+            resume=resume, checkpoint=checkpoint,
         )
 
+    run.resumable = True
     return run
 
 
@@ -45,8 +51,8 @@ def build_fffvdi(cfg: DictConfig) -> VideoMethod:
     dtype = resolve_dtype(dtype_from_name(cfg.model.dtype), device)
     if cfg.model.checkpoint is None:
         warnings.warn(
-            "no --checkpoint given: using the base SVD UNet, which is not fine-tuned for inpainting "
-            "(expect poor results); pass the folder saved by scripts/train.py",
+            "no model.checkpoint given (--checkpoint for inference.py): using the base SVD UNet, which is not "
+            "fine-tuned for inpainting (expect poor results); pass the folder saved by scripts/train.py",
             UserWarning,
             stacklevel=2,
         )
@@ -75,14 +81,34 @@ def build_propagate(cfg: DictConfig) -> VideoMethod:
             logger.info("propagate: %.1f%% of hole pixels filled from other frames, the rest by Telea",
                         100.0 * stats.propagated / stats.hole_pixels)
 
+    run.resumable = False  # one stream over the whole video: nothing to resume from
     return run
 
 
 def build_telea(cfg: DictConfig) -> VideoMethod:
     """Per-frame spatial baseline (OpenCV Telea): no temporal information at all."""
-    from fffvdi.baselines import telea_inpaint
+    from fffvdi.baselines import telea_frame, telea_inpaint
 
-    return windowed(cfg, lambda frames, masks, generator: telea_inpaint(frames, masks))
+    def run(read_frames, read_masks, total: int, sink: Sink, **kwargs) -> None:
+        lookahead: list = []
+
+        def first_content() -> Optional[np.ndarray]:
+            """The first frame with visible pixels, Telea-filled: what all-hole frames opening the video show."""
+            if not lookahead:
+                i = next((i for i in range(total) if not read_masks(i, i + 1).all()), None)
+                lookahead.append(None if i is None else telea_frame(read_frames(i, i + 1)[0], read_masks(i, i + 1)[0] > 0))
+            return lookahead[0]
+
+        def process(frames: np.ndarray, masks: np.ndarray, generator: torch.Generator) -> np.ndarray:
+            # Only a first window of all-hole frames lacks a frame to borrow from (later ones start from
+            # the previous window's output).
+            fallback = first_content() if masks.reshape(len(masks), -1).all() else None
+            return telea_inpaint(frames, masks, fallback=fallback)
+
+        windowed(cfg, process)(read_frames, read_masks, total, sink, **kwargs)
+
+    run.resumable = True
+    return run
 
 
 METHODS = {"fffvdi": build_fffvdi, "propagate": build_propagate, "telea": build_telea}

@@ -88,7 +88,7 @@ def test_same_seed_same_output_and_seed_matters(tmp_path, tiny_svd_dir):
     assert any(not np.array_equal(runs["a"][k], runs["c"][k]) for k in runs["a"])
 
 
-def test_existing_output_is_not_overwritten(tmp_path, tiny_svd_dir, capsys):
+def test_existing_output_is_not_overwritten(tmp_path, capsys):
     frames_dir, masks_dir = _write_clip(tmp_path / "in", 3, 16, 16)
     out = tmp_path / "out"
     out.mkdir()
@@ -96,9 +96,21 @@ def test_existing_output_is_not_overwritten(tmp_path, tiny_svd_dir, capsys):
     args = ["--video", str(frames_dir), "--mask", str(masks_dir), "--method", "propagate", "--output", str(out)]
     assert CLI.main(args) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert (out / "keep.txt").read_text() == "precious" and not (out / "frames").exists()
-    assert CLI.main(args + ["--overwrite"]) == 0
-    assert len(list((out / "frames").glob("*.png"))) == 3 and (out / "keep.txt").exists()
+    # --overwrite replaces a previous result only, never a folder holding other files
+    assert CLI.main(args + ["--overwrite"]) == 2
+    assert "keep.txt" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"] and (out / "keep.txt").read_text() == "precious"
+    assert not (tmp_path / "out.partial").exists()
+
+    result = tmp_path / "result"
+    assert CLI.main(args[:-1] + [str(result)]) == 0
+    first = _read_frames(result / "frames")
+    assert CLI.main(args[:-1] + [str(result)]) == 2  # a complete result is kept ...
+    assert "--overwrite" in capsys.readouterr().err
+    assert CLI.main(args[:-1] + [str(result), "--overwrite", "propagate.combine=weighted"]) == 0  # ... or replaced
+    assert "combine: weighted" in (result / "config.yaml").read_text() and len(_read_frames(result / "frames")) == 3
+    assert sorted(first) == sorted(_read_frames(result / "frames"))
+    assert not (tmp_path / "result.partial").exists() and not (tmp_path / "result.replaced").exists()
 
 
 @pytest.mark.parametrize(
@@ -187,9 +199,9 @@ def test_unknown_choice_fails_before_writing(tmp_path, tiny_svd_dir, capsys):
     assert not out.exists()
 
 
-def test_propagate_on_an_mp4_decodes_it_once(tmp_path, monkeypatch):
-    """The writers re-read frames `propagate.radius` behind the method: they must come from memory, not a
-    decoder restarted from frame 0 for every output frame."""
+def test_propagate_on_an_mp4_decodes_it_twice(tmp_path, monkeypatch):
+    """The method reads the video in one pass, and the mp4s are encoded at the end from the PNGs and a second
+    pass: never a decoder restarted from frame 0 for every output frame."""
     from fffvdi.io import video as video_io
     from fffvdi.io import write_video
 
@@ -203,7 +215,7 @@ def test_propagate_on_an_mp4_decodes_it_once(tmp_path, monkeypatch):
     assert CLI.main(["--video", str(tmp_path / "clip.mp4"), "--mask", str(masks_dir), "--method", "propagate",
                      "--output", str(out), "propagate.radius=5"]) == 0
     assert len(list((out / "frames").glob("*.png"))) == 20
-    assert len(restarts) == 1
+    assert len(restarts) == 2
 
 
 def test_first_frame_fill_gets_latent_masks_and_forward_flows_in_order(tmp_path, tiny_svd_dir, monkeypatch):

@@ -95,3 +95,49 @@ def test_same_seed_same_draws():
         run_windows(noisy, lambda a, b: frames[a:b], lambda a, b: masks[a:b], 30, lambda *a: None, 14, 4, seed=5, progress=False)
     half = len(draws) // 2
     assert draws[:half] == draws[half:]
+
+
+def test_resume_from_a_checkpoint_gives_the_same_frames_and_draws():
+    """Stop after window k, resume from the state saved then: frames and random draws equal one whole run."""
+    frames, masks = _video(40)
+
+    def noisy(f, m, g):
+        out = f.copy()
+        out[m.astype(bool)] = (torch.rand(1, generator=g).item() * 255)  # depends on the generator's state
+        return out
+
+    def run(stop_after=None, resume=None):
+        written, states = {}, []
+
+        def sink(first, fr):
+            if stop_after is not None and len(states) == stop_after:
+                raise KeyboardInterrupt  # interrupted while writing window `stop_after`
+            for i, f in enumerate(fr):
+                written[first + i] = f
+
+        try:
+            run_windows(noisy, lambda a, b: frames[a:b], lambda a, b: masks[a:b], 40, sink, 10, 3, seed=3,
+                        progress=False, resume=resume, checkpoint=states.append)
+        except KeyboardInterrupt:
+            pass
+        return written, states
+
+    whole, states = run()
+    assert len(states) == len(plan_windows(40, 10, 3)) - 1
+    first_part, saved = run(stop_after=2)
+    assert sorted(first_part) == list(range(saved[-1].done))
+    rest, _ = run(resume=saved[-1])
+    assert sorted(rest) == list(range(saved[-1].done, 40))
+    joined = {**first_part, **rest}
+    assert all(np.array_equal(joined[i], whole[i]) for i in range(40))
+    with pytest.raises(ValueError, match="does not fit"):
+        run_windows(noisy, lambda a, b: frames[a:b], lambda a, b: masks[a:b], 40, lambda *a: None, 12, 3,
+                    progress=False, resume=saved[-1])
+
+
+def test_no_overlap_runs_independent_windows():
+    frames, masks = _video(30)
+    written = []
+    run_windows(lambda f, m, g: f, lambda a, b: frames[a:b], lambda a, b: masks[a:b], 30,
+                lambda first, fr: written.append((first, len(fr))), 10, 0, progress=False)
+    assert written == [(0, 10), (10, 10), (20, 10)]

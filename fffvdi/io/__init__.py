@@ -1,7 +1,7 @@
 """Video and mask input, result output."""
 
 from fffvdi.io.masks import MaskSource, binarize, dilate_mask, load_masks, mask_values
-from fffvdi.io.output import VideoWriter, png_name, prepare_output_dir, write_video
+from fffvdi.io.output import VideoWriter, default_output_dir, encode_outputs, png_name, prepare_output_dir, write_video
 from fffvdi.io.video import (
     DEFAULT_FPS,
     IMAGE_EXTS,
@@ -26,7 +26,9 @@ __all__ = [
     "VideoSource",
     "VideoWriter",
     "binarize",
+    "default_output_dir",
     "dilate_mask",
+    "encode_outputs",
     "list_images",
     "load_masks",
     "load_video",

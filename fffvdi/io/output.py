@@ -1,4 +1,4 @@
-"""Writing results: the output folder, PNG frames with the input's names, and an H.264 mp4, chunk by chunk."""
+"""Writing results: the output folder and its default name, PNG frames with the input's names, H.264 mp4s."""
 
 from __future__ import annotations
 
@@ -12,6 +12,19 @@ import numpy as np
 from fffvdi.errors import InputError
 
 DEFAULT_CRF = 17  # libx264 constant rate factor: visually lossless, files still small
+# Frames-folder names that say nothing about the video: the default output takes the parent's name instead.
+GENERIC_FOLDERS = {"frames", "images", "imgs", "img", "jpegimages", "rgb", "color", "input", "inputs", "video"}
+OVERLAY = np.array([255, 64, 64], np.float32)  # mask colour in masked_input.mp4
+
+
+def default_output_dir(video: str | Path, method: str, root: str | Path = "results") -> Path:
+    """`results/<name>-<method>`: <name> is a video file's stem, or a frames folder's name (its parent's
+    name when the folder's is generic, e.g. frames or JPEGImages), so inputs and methods never collide."""
+    path = Path(video).resolve()
+    name = path.stem if path.is_file() else path.name
+    if not path.is_file() and name.lower() in GENERIC_FOLDERS and path.parent.name:
+        name = path.parent.name
+    return Path(root) / f"{name}-{method}"
 
 
 def prepare_output_dir(path: str | Path, overwrite: bool = False) -> Path:
@@ -88,7 +101,9 @@ class VideoWriter:
         mp4_name: str = "output.mp4",
         frames_dirname: str = "frames",
         crf: int = DEFAULT_CRF,
+        written: Sequence[str] = (),
     ):
+        """`written`: PNG names an earlier, interrupted part of this run already wrote (resuming)."""
         if fps <= 0:
             raise InputError(f"invalid fps {fps} for output {out_dir}; pass a positive --fps")
         self.out_dir = Path(out_dir)
@@ -97,7 +112,7 @@ class VideoWriter:
         self.mp4_path: Path | None = self.out_dir / mp4_name if write_mp4 else None
         self.size: tuple[int, int] | None = None
         self.count = 0
-        self._written: set[str] = set()
+        self._written: set[str] = set(written)
         self._mp4: _Mp4Encoder | None = None
         self._closed = False
         if self.frames_dir is not None:
@@ -181,3 +196,52 @@ def write_video(path: str | Path, frames: np.ndarray | Iterable[np.ndarray], fps
     if enc is None:
         raise ValueError(f"no frames to write to {out}")
     return out
+
+
+def tint(frames: np.ndarray, holes: np.ndarray) -> np.ndarray:
+    """Frames uint8 [n, H, W, 3] with the holes [n, H, W] shown as a half-transparent coloured overlay."""
+    hole = holes[..., None].astype(np.float32)
+    return np.clip(frames * (1 - 0.5 * hole) + OVERLAY * 0.5 * hole, 0, 255).astype(np.uint8)
+
+
+def encode_outputs(
+    out_dir: Path,
+    names: Sequence[str],
+    fps: float,
+    read_frames,
+    read_masks,
+    inpainted: bool = True,
+    masked_input: bool = True,
+    comparison: bool = True,
+    chunk: int = 16,
+) -> None:
+    """Write inpainted.mp4 / masked_input.mp4 / comparison.mp4 from `out_dir/frames` PNGs and the input
+    (`read_frames(start, stop)`, `read_masks(start, stop)`), `chunk` frames at a time (bounded memory)."""
+    from fffvdi.io.video import read_image
+
+    targets = {"inpainted.mp4": inpainted, "masked_input.mp4": masked_input, "comparison.mp4": comparison}
+    encoders: dict[str, _Mp4Encoder] = {}
+    need_input = masked_input or comparison
+    try:
+        for start in range(0, len(names), chunk):
+            stop = min(start + chunk, len(names))
+            result = np.stack([
+                cv2.cvtColor(read_image(out_dir / "frames" / png_name(n)), cv2.COLOR_BGR2RGB) for n in names[start:stop]
+            ])
+            src = read_frames(start, stop) if need_input else None
+            videos = {
+                "inpainted.mp4": lambda: result,
+                "masked_input.mp4": lambda: tint(src, read_masks(start, stop)),
+                "comparison.mp4": lambda: np.concatenate([src, result], axis=2),
+            }
+            for name, make in videos.items():
+                if not targets[name]:
+                    continue
+                frames = make()
+                if name not in encoders:
+                    encoders[name] = _Mp4Encoder(out_dir / name, frames.shape[1:3], fps)
+                for frame in frames:
+                    encoders[name].send(frame)
+    finally:
+        for enc in encoders.values():
+            enc.close()
