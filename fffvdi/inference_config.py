@@ -53,9 +53,10 @@ class MemoryConfig:
 class OutputConfig:
     """What is written next to the result."""
 
-    dir: Optional[str] = None  # output folder; None = results/<input name>/
-    overwrite: bool = False  # replace an existing non-empty output folder
-    save_frames: bool = True  # frames/ as PNG with the input's file names
+    dir: Optional[str] = None  # output folder; None = results/<name>-<method>/ (<name>: the video file's stem or the
+    #   frames folder's name, its parent's when generic: frames, images, JPEGImages, ...); written as <dir>.partial/ first
+    overwrite: bool = False  # replace an existing result (or an unfinished <dir>.partial/) instead of refusing
+    save_frames: bool = True  # frames/ as PNG with the input's file names (always written meanwhile, for --resume)
     save_mp4: bool = True  # inpainted.mp4 at the input fps
     save_comparison: bool = True  # comparison.mp4: input | result side by side
     save_masked_input: bool = True  # masked_input.mp4: mask as a coloured overlay
