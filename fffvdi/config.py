@@ -60,8 +60,17 @@ class MaskConfig:
 
     threshold: int = 127  # a mask pixel is a hole where its value (0..255) is above this
     dilate: int = 4  # iterations of a 3x3 cross dilation applied to every mask (0 = none)
-    resize: str = "nearest"  # mask size differs from frame size: nearest (resize) | error
+    resize: str = "nearest"  # mask size differs from frame size: nearest (resize if the aspect ratio matches within
+    #   1% or a pixel, else error) | stretch (resize whatever the aspect) | error (refuse any size difference)
     mode: str = "mask"  # mask (as drawn) | box (each frame's mask becomes its bounding box, as the official validation)
+
+
+# Closed choices of the shared sections above, checked by check_inference_config and check_train_config.
+SHARED_CHOICES = {
+    "model.propagation.arch": ("light", "official"),
+    "flow.method": ("dis", "raft_large", "raft_small"),
+    "flow.completion": ("smooth", "edge_aware", "cv2_inpaint", "telea"),
+}
 
 
 def dtype_from_name(name: str):

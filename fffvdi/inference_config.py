@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from fffvdi.config import FlowConfig, MaskConfig, ModelConfig
+from fffvdi.config import SHARED_CHOICES, FlowConfig, MaskConfig, ModelConfig
 from fffvdi.recipe import SIGMA_MAX, SIGMA_MIN
 
 
@@ -126,9 +126,7 @@ def resolve_canvas(cfg) -> None:
 CHOICES = {
     "method": ("fffvdi", "propagate", "telea"),
     "model.dtype": ("float32", "float16", "bfloat16", "fp32", "fp16", "bf16"),
-    "model.propagation.arch": ("light", "official"),
-    "flow.method": ("dis", "raft_large", "raft_small"),
-    "flow.completion": ("smooth", "edge_aware", "cv2_inpaint", "telea"),
+    **SHARED_CHOICES,
     "mask.resize": ("nearest", "stretch", "error"),
     "mask.mode": ("mask", "box"),
     "sampling.clip_source": ("masked", "filled", "raw"),
@@ -178,26 +176,30 @@ def check_inference_config(cfg) -> None:
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
-            raise ConfigError(f"{key}={value!r} is unknown; use one of {', '.join(allowed)}")
+            raise ConfigError(f"{key}={value!r} is unknown; use one of {', '.join(allowed)}", key=key)
     for key, low, exclusive, what in RANGES:
         value = OmegaConf.select(cfg, key)
         if value is None:
             continue
         if value < low or (exclusive and value == low):
             bound = f"> {low}" if exclusive else f">= {low}"
-            raise ConfigError(f"{key}={value} is out of range ({what}); set it {bound}")
+            raise ConfigError(f"{key}={value} is out of range ({what}); set it {bound}", key=key)
     if cfg.mask.threshold >= 255:
-        raise ConfigError(f"mask.threshold={cfg.mask.threshold} is out of range; set it below 255 (a hole is value > threshold)")
+        raise ConfigError(f"mask.threshold={cfg.mask.threshold} is out of range; set it below 255 (a hole is value > threshold)",
+                          key="mask.threshold")
     s, w = cfg.sampling, cfg.window
     if not s.sigma_min < s.sigma_max:
-        raise ConfigError(f"sampling.sigma_min={s.sigma_min} must be below sampling.sigma_max={s.sigma_max}; fix one of them")
+        raise ConfigError(f"sampling.sigma_min={s.sigma_min} must be below sampling.sigma_max={s.sigma_max}; fix one of them",
+                          key="sampling.sigma_min")
     for key in ("height", "width"):
         side = w[key]
         if side is not None and side % 64:
-            raise ConfigError(f"window.{key}={side} is not a multiple of 64; use e.g. window.{key}={max(64, round(side / 64) * 64)}")
+            raise ConfigError(f"window.{key}={side} is not a multiple of 64; use e.g. window.{key}={max(64, round(side / 64) * 64)}",
+                              key=f"window.{key}")
     if w.overlap >= w.num_frames:
         raise ConfigError(
-            f"window.overlap={w.overlap} must be smaller than window.num_frames={w.num_frames}; lower the overlap"
+            f"window.overlap={w.overlap} must be smaller than window.num_frames={w.num_frames}; lower the overlap",
+            key="window.overlap",
         )
     if cfg.method == "fffvdi":
         _check_device(cfg.model.device)
@@ -212,10 +214,11 @@ def _check_device(name: str) -> None:
     if name == "auto":
         return
     if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", str(name)):
-        raise ConfigError(f"model.device={name!r} is unknown; use auto, cpu, cuda or cuda:N")
+        raise ConfigError(f"model.device={name!r} is unknown; use auto, cpu, cuda or cuda:N", key="model.device")
     if name.startswith("cuda"):
         import torch
 
         index = int(name.split(":")[1]) if ":" in name else 0
         if not torch.cuda.is_available() or index >= torch.cuda.device_count():
-            raise ConfigError(f"model.device={name} but this machine has no such CUDA device; use model.device=cpu or auto")
+            raise ConfigError(f"model.device={name} but this machine has no such CUDA device; use model.device=cpu or auto",
+                              key="model.device")

@@ -5,7 +5,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from fffvdi.config import DEFAULT_PRETRAINED, FlowConfig, PropagationConfig
+from fffvdi.config import DEFAULT_PRETRAINED, SHARED_CHOICES, FlowConfig, PropagationConfig
 from fffvdi.recipe import COND_AUG_MEAN, COND_AUG_STD, P_MEAN, P_STD
 
 # Temporal layers of diffusers' UNetSpatioTemporalConditionModel + the FFF-VDI propagation module.
@@ -173,9 +173,7 @@ CHOICES = {  # closed choices of the schema above, checked by check_train_config
     "train.cond_latents": ("mode", "sample"),
     "train.weight_dtype": ("auto", "float32", "float16", "bfloat16"),
     "logging.report_to": ("tensorboard", "none"),
-    "flow.method": ("dis", "raft_large", "raft_small"),
-    "flow.completion": ("smooth", "edge_aware", "cv2_inpaint"),
-    "model.propagation.arch": ("light", "official"),
+    **SHARED_CHOICES,
     "model.device": None,  # checked below: auto | cpu | cuda | cuda:N
     "optim.lr_scheduler": ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
                            "constant_with_warmup", "piecewise_constant"),

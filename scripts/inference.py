@@ -55,10 +55,12 @@ def build_config(args: argparse.Namespace):
             overrides.append(f"{key}={getattr(args, flag)}")
     if args.overwrite:
         overrides.append("output.overwrite=true")
-    cfg = load_config(InferenceConfig, args.config, overrides)
-    resolve_canvas(cfg)  # an unset canvas follows the checkpoint's training size
-    check_inference_config(cfg)
-    return cfg
+
+    def check(cfg) -> None:
+        resolve_canvas(cfg)  # an unset canvas follows the checkpoint's training size
+        check_inference_config(cfg)
+
+    return load_config(InferenceConfig, args.config, overrides, check=check)  # errors say where a value was set
 
 
 def run(args: argparse.Namespace) -> Path:
