@@ -231,3 +231,44 @@ def test_video_list_and_cli_table(dataset, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "Ewarp(x1e-3)" in text and "flow dis" in text and "VFID: skipped" in text
     assert [r["video"] for r in _csv(tmp_path / "out" / "per_video.csv")] == ["vid1"]
+
+
+def test_synthetic_eval_layout_is_what_the_harness_reads(tmp_path):
+    """make_synthetic_dataset(layout="eval"): JPEGImages/ + test_masks/, moving then stationary rectangles."""
+    from fffvdi.data.synthetic import make_synthetic_dataset
+    from fffvdi.evaluation import list_videos
+
+    meta = make_synthetic_dataset(tmp_path / "ev", 2, F, (H, W), seed=3, num_short=0, layout="eval")
+    assert not (tmp_path / "ev" / "Annotations").exists() and list_videos(tmp_path / "ev") == ["synth_000", "synth_001"]
+    moving, still = (load_eval_video(tmp_path / "ev", v, size=None, dilate=0) for v in ("synth_000", "synth_001"))
+    for video in (moving, still):
+        assert video.frames.shape == (F, H, W, 3) and video.masks.any(axis=(1, 2)).all()
+        ys, xs = np.nonzero(video.masks[0])  # one filled rectangle
+        assert video.masks[0].sum() == (np.ptp(ys) + 1) * (np.ptp(xs) + 1)
+    assert meta["videos"]["synth_000"]["test_mask"]["moving"] and not meta["videos"]["synth_001"]["test_mask"]["moving"]
+    assert any(not np.array_equal(moving.masks[0], m) for m in moving.masks[1:])
+    assert all(np.array_equal(still.masks[0], m) for m in still.masks[1:])
+    make_synthetic_dataset(tmp_path / "tr", 2, F, (H, W), seed=3, num_short=0)  # same seed, training layout
+    frames = [sorted((tmp_path / d / "JPEGImages" / "synth_000").iterdir()) for d in ("tr", "ev")]
+    assert [p.read_bytes() for p in frames[0]] == [p.read_bytes() for p in frames[1]]  # masks draw from their own generator
+    with pytest.raises(InputError, match="--overwrite"):
+        make_synthetic_dataset(tmp_path / "ev", 2, F, (H, W), seed=3, layout="eval")
+    with pytest.raises(InputError, match="layout 'x' is unknown"):
+        make_synthetic_dataset(tmp_path / "x", 1, F, (H, W), layout="x")
+
+
+def test_synthetic_eval_script_flag(tmp_path):
+    """scripts/make_synthetic_dataset.py --eval: every video full length, the evaluation layout."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "make_synthetic_dataset.py"
+    out = tmp_path / "ev"
+    res = subprocess.run([sys.executable, str(script), str(out), "--eval", "--videos", "3", "--frames", "5",
+                          "--size", "40x72"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["JPEGImages", "synthetic_meta.json", "test_masks"]
+    for video in ("synth_000", "synth_001", "synth_002"):
+        assert len(list((out / "test_masks" / video).glob("*.png"))) == 5  # no short video in an evaluation set
+        assert len(list((out / "JPEGImages" / video).glob("*.jpg"))) == 5

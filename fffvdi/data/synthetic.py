@@ -1,4 +1,8 @@
-"""A tiny synthetic dataset in the YouTube-VOS layout: panning textures with a moving object, known motion."""
+"""Tiny synthetic datasets: panning textures with a moving object, known motion.
+
+Two layouts: training (YouTube-VOS: `JPEGImages/` + object `Annotations/`) and evaluation (DAVIS test:
+`JPEGImages/` + `test_masks/` holding moving or stationary rectangles, read by scripts/evaluate.py).
+"""
 from __future__ import annotations
 
 import json
@@ -15,6 +19,8 @@ from fffvdi.errors import InputError
 
 # DAVIS / YouTube-VOS palette for ids 0 (background) and 1 (first object); the rest stays black.
 PALETTE = [0, 0, 0, 128, 0, 0] + [0, 0, 0] * 254
+# layout -> the folder next to JPEGImages/: object ids for training, hole masks for evaluation.
+LAYOUTS = {"train": "Annotations", "eval": "test_masks"}
 
 
 def smooth_texture(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
@@ -69,6 +75,29 @@ def render_video(
     return frames, ids, motion
 
 
+def rectangle_masks(
+    num_frames: int, height: int, width: int, rng: np.random.Generator, moving: bool
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Test masks uint8 `[F, H, W]` in {0, 1}: one rectangle per frame, moving (bouncing) or stationary, and its description."""
+    rect_w = max(int(rng.uniform(0.15, 0.25) * width), 2)
+    rect_h = max(int(rng.uniform(0.2, 0.35) * height), 2)
+    pos = np.array([rng.uniform(0, width - rect_w), rng.uniform(0, height - rect_h)])  # top-left (x, y)
+    angle = rng.uniform(0, 2 * math.pi)
+    vel = np.array([math.cos(angle), math.sin(angle)]) * rng.uniform(1.0, 3.0) if moving else np.zeros(2)
+    vel0 = vel.copy()
+    masks = np.zeros((num_frames, height, width), np.uint8)
+    for t in range(num_frames):
+        x, y = (int(round(v)) for v in pos)
+        masks[t, y : y + rect_h, x : x + rect_w] = 1
+        pos = pos + vel
+        for k, hi in enumerate((width - rect_w, height - rect_h)):
+            if not 0 <= pos[k] <= hi:  # bounce off the borders, as the object does
+                vel[k] = -vel[k]
+                pos[k] = min(max(pos[k], 0), hi)
+    info = {"size_wh": [rect_w, rect_h], "moving": moving, "initial_velocity_xy": [float(v) for v in vel0]}
+    return masks, info
+
+
 def make_synthetic_dataset(
     out_dir: str | Path,
     num_videos: int = 4,
@@ -78,36 +107,49 @@ def make_synthetic_dataset(
     num_short: int = 1,
     short_frames: int | None = None,
     overwrite: bool = False,
+    layout: str = "train",
 ) -> dict[str, Any]:
-    """Write `JPEGImages/`, `Annotations/` and `synthetic_meta.json` under `out_dir`; return the metadata.
+    """Write `JPEGImages/`, `Annotations/` (or `test_masks/`) and `synthetic_meta.json` under `out_dir`; return the metadata.
 
     The last `num_short` videos have `short_frames` frames (default `max(2, num_frames // 3)`) so that
-    loaders can exercise their skip logic.
+    loaders can exercise their skip logic. `layout="eval"` writes `test_masks/` (a rectangle per frame,
+    moving in even-numbered videos, stationary in odd ones) instead of `Annotations/`.
     """
     out = Path(out_dir)
     height, width = size
+    if layout not in LAYOUTS:
+        raise InputError(f"synthetic dataset layout {layout!r} is unknown; use one of {', '.join(LAYOUTS)}")
     if num_videos < 1 or num_frames < 1 or height < 8 or width < 8:
         raise InputError(f"synthetic dataset needs >= 1 video, >= 1 frame and size >= 8x8; got {num_videos}, {num_frames}, {size}")
-    for sub in ("JPEGImages", "Annotations"):
+    if num_short < 0 or num_short > num_videos:
+        raise InputError(f"synthetic dataset: {num_short} short videos asked of {num_videos}; pass 0..{num_videos} (--short)")
+    label_dir = LAYOUTS[layout]
+    for sub in ("JPEGImages", label_dir):
         if (out / sub).exists() and any((out / sub).iterdir()):
             if not overwrite:
                 raise InputError(f"{out / sub} is not empty; choose a new output folder or pass overwrite (--overwrite)")
             shutil.rmtree(out / sub)
     short = short_frames if short_frames is not None else max(2, num_frames // 3)
-    meta: dict[str, Any] = {"size_hw": [height, width], "seed": seed, "videos": {}}
+    meta: dict[str, Any] = {"size_hw": [height, width], "seed": seed, "layout": layout, "videos": {}}
     for i in range(num_videos):
         vid = f"synth_{i:03d}"
         n = short if i >= num_videos - num_short else num_frames
         frames, ids, motion = render_video(n, height, width, np.random.default_rng([seed, i]))
+        if layout == "eval":
+            # Own generator: the frames stay those of the training layout for the same seed.
+            holes, motion["test_mask"] = rectangle_masks(n, height, width, np.random.default_rng([seed, i, 1]), moving=i % 2 == 0)
         (out / "JPEGImages" / vid).mkdir(parents=True, exist_ok=True)
-        (out / "Annotations" / vid).mkdir(parents=True, exist_ok=True)
+        (out / label_dir / vid).mkdir(parents=True, exist_ok=True)
         for t in range(n):
             name = f"{t:05d}"
             bgr = cv2.cvtColor(frames[t], cv2.COLOR_RGB2BGR)
             cv2.imwrite(str(out / "JPEGImages" / vid / f"{name}.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            if layout == "eval":
+                cv2.imwrite(str(out / label_dir / vid / f"{name}.png"), holes[t] * 255)  # grey 0/255, as DAVIS test masks
+                continue
             ann = Image.fromarray(ids[t])
             ann.putpalette(PALETTE)  # palette PNG like DAVIS / YouTube-VOS: pixel value = object id
-            ann.save(out / "Annotations" / vid / f"{name}.png")
+            ann.save(out / label_dir / vid / f"{name}.png")
         meta["videos"][vid] = motion
     (out / "synthetic_meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return meta
