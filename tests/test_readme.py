@@ -1,0 +1,232 @@
+"""README's offline commands run as written, in order, on a fresh copy of the repository.
+
+Convention: a fenced ```bash block whose opening fence is directly preceded by the line
+`<!-- offline -->` (invisible when rendered) must run offline on CPU exactly as written, in the
+order the blocks appear. Every such command needs an entry in EXPECTED saying what it writes;
+the evaluation commands are also checked against the README table that follows their block.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+MARKER = "<!-- offline -->"
+# Tokens that mean "fill this in": a marked block must not contain them.
+PLACEHOLDERS = ("CHECKPOINT", "/data/", "$", "...", "DIR", "FILE", "<", ">")
+# What the commands write: left out of the copy so that it starts as a fresh clone would.
+OUTPUT_PATHS = ("results/", "outputs/", "data/", "eval/", "assets/tiny_svd/")
+DEMO_FRAMES = 40  # assets/demo/frames
+COMMAND_TIMEOUT_S = 300
+
+
+@dataclass
+class Command:
+    """One README command: its text, the README line it starts on, and the table right after its block."""
+
+    text: str
+    line: int
+    table_after: dict[str, dict[str, str]]
+
+
+def _table_after(lines: list[str], start: int) -> dict[str, dict[str, str]]:
+    """The markdown table within a few lines after `start`, as {first cell lowercased: {header: cell}}; {} if none."""
+    i = start
+    while i < len(lines) and i < start + 3 and not lines[i].startswith("|"):
+        i += 1
+    rows = []
+    while i < len(lines) and lines[i].startswith("|"):
+        rows.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
+        i += 1
+    if len(rows) < 3:
+        return {}
+    header = rows[0]
+    return {r[0].lower(): dict(zip(header, r)) for r in rows[2:]}  # rows[1] is the |---| rule
+
+
+def offline_commands(text: str) -> list[Command]:
+    """The commands of every block marked offline, in README order (comments dropped, continuations joined)."""
+    lines = text.splitlines()
+    commands: list[Command] = []
+    for i, line in enumerate(lines):
+        if line.strip() != MARKER:
+            continue
+        assert i + 1 < len(lines) and lines[i + 1].strip() == "```bash", (
+            f"README.md:{i + 1}: {MARKER} must be directly followed by a ```bash fence"
+        )
+        j, block = i + 2, []
+        while j < len(lines) and lines[j].strip() != "```":
+            block.append((j + 1, lines[j]))
+            j += 1
+        assert j < len(lines), f"README.md:{i + 1}: the offline block is never closed"
+        table = _table_after(lines, j + 1)
+        pending, first = "", 0
+        for number, raw in block:
+            stripped = raw.strip()
+            if not pending and (not stripped or stripped.startswith("#")):
+                continue
+            first = first or number
+            if stripped.endswith("\\"):
+                pending += stripped[:-1].rstrip() + " "
+                continue
+            commands.append(Command(pending + stripped, first, table))
+            pending, first = "", 0
+    return commands
+
+
+def _argv(command: Command) -> list[str]:
+    """The command's arguments without its trailing comment."""
+    return shlex.split(command.text, comments=True)
+
+
+def _copy_repository(dest: Path) -> None:
+    """Copy what a clone holds (tracked and new, not ignored files; no outputs of the commands) to `dest`."""
+    res = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                         cwd=REPO, capture_output=True, text=True)
+    if res.returncode == 0:
+        files = [REPO / f for f in res.stdout.split("\0") if f]
+    else:  # not a git checkout (e.g. an unpacked archive): everything but caches
+        files = [p for p in REPO.rglob("*") if p.is_file() and ".git" not in p.parts and "__pycache__" not in p.parts]
+    for src in files:
+        rel = src.relative_to(REPO).as_posix()
+        if not src.is_file() or rel.startswith(OUTPUT_PATHS):
+            continue  # deleted in the working tree, or a previous run's output
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest / rel)
+
+
+def _environment(root: Path) -> dict[str, str]:
+    """Offline, CPU only, the copy's fffvdi first on the path, this interpreter's `python` and `accelerate`."""
+    env = dict(os.environ)
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", CUDA_VISIBLE_DEVICES="")  # the blocks document CPU runs
+    # One torch thread per process, as conftest.py sets for the suite: on a shared 2-core runner, idle
+    # worker threads spinning for a busy core made propagate's small tensor ops 10-100x slower.
+    env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [env.get("PYTHONPATH")])])
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+# --------------------------------------------------------------------- what each command must write
+
+
+def _inference(name: str) -> Callable[[Path, Command], None]:
+    def check(root: Path, command: Command) -> None:
+        out = root / "results" / name
+        assert (out / "inpainted.mp4").is_file(), f"{command.text}: no {out / 'inpainted.mp4'}"
+        assert len(list((out / "frames").glob("*.png"))) == DEMO_FRAMES, f"{command.text}: {out / 'frames'} incomplete"
+    return check
+
+
+def _folders(parent: str, count: int) -> Callable[[Path, Command], None]:
+    def check(root: Path, command: Command) -> None:
+        found = sorted(p for p in (root / parent).iterdir() if p.is_dir()) if (root / parent).is_dir() else []
+        assert len(found) == count, f"{command.text}: {count} folders expected in {parent}, found {len(found)}"
+    return check
+
+
+def _file(path: str) -> Callable[[Path, Command], None]:
+    def check(root: Path, command: Command) -> None:
+        assert (root / path).is_file(), f"{command.text}: {path} was not written"
+    return check
+
+
+# README column -> (summary.json metric, tolerance in units of the last printed digit)
+COLUMNS = {"PSNR": "psnr", "SSIM": "ssim", "masked PSNR": "masked_psnr"}
+EWARP_COLUMN = "E_warp (x1e-3"  # header prefix; the header may add the ground truth's value
+
+
+def _evaluation(root: Path, command: Command) -> None:
+    """summary.json written, and its metrics equal the README table's row for this method as printed there."""
+    argv = _argv(command)
+    method, output = argv[argv.index("--method") + 1], argv[argv.index("--output") + 1]
+    metrics = json.loads((root / output / "summary.json").read_text(encoding="utf-8"))["metrics"]
+    row = command.table_after.get(method.lower())
+    assert row, f"README.md:{command.line}: no row '{method}' in the table after this block"
+    for header, printed in row.items():
+        key = COLUMNS.get(header) or ("ewarp_x1e-3" if header.startswith(EWARP_COLUMN) else None)
+        if key is None:
+            continue
+        digits = len(printed.split(".")[1]) if "." in printed else 0
+        assert abs(metrics[key] - float(printed)) <= 2 * 10**-digits, (
+            f"README.md:{command.line}: {method} {header} is {printed} in README but {metrics[key]:.{digits + 2}f} now; "
+            "update the README row (and say why) or fix the regression"
+        )
+
+
+EXPECTED: list[tuple[str, Callable[[Path, Command], None]]] = [
+    (r"scripts/inference\.py .*--method propagate", _inference("demo-propagate")),
+    (r"scripts/inference\.py .*configs/inference_tiny\.yaml", _inference("demo-fffvdi")),
+    (r"scripts/make_tiny_model\.py assets/tiny_svd$", _file("assets/tiny_svd/model_index.json")),
+    (r"make_synthetic_dataset\.py data/synthetic --videos 4 ", _folders("data/synthetic/Annotations", 4)),
+    (r"make_synthetic_dataset\.py data/synthetic_eval --eval --videos 4 ", _folders("data/synthetic_eval/test_masks", 4)),
+    (r"^accelerate launch --cpu .*configs/train_tiny\.yaml$", _file("outputs/tiny/unet/config.json")),
+    (r"^accelerate launch --multi_gpu .*checkpoint\.output_dir=outputs/tiny_ddp", _file("outputs/tiny_ddp/unet/config.json")),
+    (r"scripts/evaluate\.py .*--method \w+ --output \S+", _evaluation),
+]
+
+
+def _expectation(command: Command) -> Callable[[Path, Command], None]:
+    matches = [check for pattern, check in EXPECTED if re.search(pattern, " ".join(_argv(command)))]
+    assert len(matches) == 1, (
+        f"README.md:{command.line}: {len(matches)} entries of EXPECTED in tests/test_readme.py match "
+        f"{command.text!r}; give every offline command exactly one"
+    )
+    return matches[0]
+
+
+# --------------------------------------------------------------------- tests
+
+
+def test_offline_blocks_are_well_formed():
+    """Fast check of the convention: blocks found, no placeholders, every command has an expectation."""
+    commands = offline_commands(README.read_text(encoding="utf-8"))
+    assert len(commands) >= 8, f"only {len(commands)} offline commands found; is the {MARKER} marker still there?"
+    for command in commands:
+        bad = [p for p in PLACEHOLDERS if p in " ".join(_argv(command))]
+        assert not bad, f"README.md:{command.line}: offline command {command.text!r} has placeholder(s) {bad}"
+        _expectation(command)
+
+
+def test_parser_joins_continuations_and_reads_the_table_after():
+    text = "\n".join([
+        "text", MARKER, "```bash", "# a comment", "python a.py \\", "    --x 1  # trailing", "", "python b.py", "```",
+        "", "| method | PSNR |", "|---|---|", "| Telea | 30.00 |", "```bash", "python not_marked.py", "```",
+    ])
+    commands = offline_commands(text)
+    assert [c.text for c in commands] == ["python a.py --x 1  # trailing", "python b.py"]
+    assert [c.line for c in commands] == [5, 8]
+    assert _argv(commands[0]) == ["python", "a.py", "--x", "1"]
+    assert commands[1].table_after == {"telea": {"method": "Telea", "PSNR": "30.00"}}
+
+
+@pytest.mark.slow
+def test_readme_offline_commands_run_in_order(tmp_path):
+    """Every offline README command exits 0 on a fresh copy, in order, and writes what it promises."""
+    if shutil.which("accelerate", path=_environment(tmp_path)["PATH"]) is None:
+        pytest.fail("the README's training commands need `accelerate` on PATH (pip install -r requirements.txt)")
+    root = tmp_path / "repo"
+    _copy_repository(root)
+    env = _environment(root)
+    timings = []
+    for command in offline_commands(README.read_text(encoding="utf-8")):
+        check = _expectation(command)
+        start = time.perf_counter()
+        res = subprocess.run(_argv(command), cwd=root, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+        timings.append(f"{time.perf_counter() - start:6.1f} s  {command.text}")
+        tail = "\n".join((res.stdout + res.stderr).strip().splitlines()[-5:])
+        assert res.returncode == 0, f"README.md:{command.line}: {command.text!r} exited {res.returncode}:\n{tail}"
+        check(root, command)
+    print("\n".join(timings))
