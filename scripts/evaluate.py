@@ -15,16 +15,27 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import warnings
+from pathlib import Path
 
-
-from fffvdi.errors import FFFVDIError
+from fffvdi.errors import FFFVDIError, InputError
 from fffvdi.evaluation import EVAL_METHODS, EvalSettings, parse_size, run_evaluation
+
+FLOWS = ("dis", "raft_large", "raft_small")
+DEVICES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (exit 2), like every other error of this script."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see --help)\n")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset-root", required=True, help="folder with JPEGImages/ and test_masks/")
     p.add_argument("--video-list", default=None, help="text file, one video id per line (default: every test_masks/ folder)")
     mode = p.add_mutually_exclusive_group(required=True)
@@ -35,8 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--i3d-weights", default=None, help="i3d_rgb_imagenet.pt for VFID (omitted: VFID skipped)")
     p.add_argument("--size", default="432x240", help="evaluation size WIDTHxHEIGHT, or 'native' (default 432x240)")
     p.add_argument("--mask-dilate", type=int, default=4, help="3x3 cross dilation iterations of the test masks (default 4)")
-    p.add_argument("--flow", default="dis", help="flow model for E_warp: dis | raft_large | raft_small (default dis)")
-    p.add_argument("--raft-weights", default=None, help="local RAFT state dict for --flow raft_*")
+    p.add_argument("--flow", choices=FLOWS, default="dis", help="flow model for E_warp (default dis)")
+    p.add_argument("--raft-weights", default=None,
+                   help="local RAFT state dict for --flow raft_* (needed unless torchvision's file is in torch's cache)")
     p.add_argument("--ewarp-flow-source", choices=("gt", "output"), default="gt",
                    help="estimate E_warp's flow/occlusion on the ground truth (Lai et al., default) or on the output")
     p.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
@@ -58,6 +70,72 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
     )
 
 
+def _check_device(device: str) -> None:
+    """--device names a device torch knows and that this machine has."""
+    if not DEVICES.fullmatch(device):
+        raise InputError(f"--device {device!r} is unknown; use auto, cpu, cuda, cuda:N or mps")
+    if device.startswith("cuda"):
+        import torch
+
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise InputError(f"--device {device} but this machine has no such CUDA device; use --device cpu or auto")
+    if device == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise InputError("--device mps but MPS is not available here; use --device cpu or auto")
+
+
+def _check_flow(flow: str, raft_weights: str | None) -> None:
+    """RAFT's weights exist and load now, so E_warp cannot fail after the output folder is written."""
+    if flow == "dis":
+        if raft_weights is not None:
+            raise InputError("--raft-weights only applies with --flow raft_large or raft_small; drop it or choose a RAFT --flow")
+        return
+    import torch
+    from torchvision.models import optical_flow as of
+
+    from fffvdi.flow.estimators import build_flow_estimator
+
+    url = (of.Raft_Large_Weights if flow == "raft_large" else of.Raft_Small_Weights).DEFAULT.url
+    name = url.rsplit("/", 1)[-1]
+    if raft_weights is None:
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / name
+        if not cached.is_file():  # evaluation never downloads: the weights must be named or already cached
+            raise InputError(f"--flow {flow} needs its weights: pass --raft-weights FILE ({name}, from {url}) or put it at {cached}")
+        return
+    if not Path(raft_weights).is_file():
+        raise InputError(f"--raft-weights {raft_weights} not found; pass the RAFT state dict {name} (from {url})")
+    try:
+        build_flow_estimator(flow, weights_path=raft_weights, device="cpu")
+    except (FFFVDIError, RuntimeError) as err:  # unreadable file, or a state dict of another network
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(f"--raft-weights {raft_weights} is not a {flow} state dict ({first[:200]}); pass {name}") from None
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Reject bad flags and model sources (one-line InputError) before run_evaluation writes a file or loads a model."""
+    if args.mask_dilate < 0:
+        raise InputError(f"--mask-dilate {args.mask_dilate} must be >= 0 (iterations of the 3x3 cross; the protocol uses 4)")
+    _check_device(args.device)
+    _check_flow(args.flow, args.raft_weights)
+    if args.i3d_weights is not None and Path(args.i3d_weights).is_file():  # a missing file is reported by the harness
+        from fffvdi.metrics import load_i3d
+
+        try:
+            load_i3d(args.i3d_weights, "cpu")  # a corrupt or foreign checkpoint fails here, not after the videos
+        except FFFVDIError as err:  # torch's unpickling errors span many lines: keep the first
+            raise InputError(f"--i3d-weights: {str(err).splitlines()[0][:300]}") from None
+    if args.method == "fffvdi":
+        from fffvdi.config import load_config
+        from fffvdi.inference_config import InferenceConfig
+        from fffvdi.models.loading import check_model_source
+
+        cfg = load_config(InferenceConfig, args.config, [*args.overrides, f"method={args.method}"])
+        check_model_source(cfg.model.pretrained, cfg.model.checkpoint)  # folder layout, hub cached or reachable
+
+
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"warning: {message}\n"
 
@@ -65,8 +143,11 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     previous, warnings.formatwarning = warnings.formatwarning, _one_line_warning
+    args = parse_args(argv)
     try:
-        outcome = run_evaluation(settings_from_args(parse_args(argv)))
+        settings = settings_from_args(args)
+        check_args(args)
+        outcome = run_evaluation(settings)
     except FFFVDIError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -2,10 +2,12 @@
 import csv
 import json
 import math
+import re
 
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from fffvdi.data.synthetic import render_video
 from fffvdi.errors import InputError
@@ -272,3 +274,78 @@ def test_synthetic_eval_script_flag(tmp_path):
     for video in ("synth_000", "synth_001", "synth_002"):
         assert len(list((out / "test_masks" / video).glob("*.png"))) == 5  # no short video in an evaluation set
         assert len(list((out / "JPEGImages" / video).glob("*.jpg"))) == 5
+
+
+
+def _script_options() -> set[str]:
+    """Every --flag scripts/evaluate.py accepts, read from its parser."""
+    main = _cli_main()
+    parse_args = main.__globals__["parse_args"]
+    seen = []
+
+    class Spy(main.__globals__["OneLineParser"]):
+        def parse_args(self, argv=None, namespace=None):
+            seen.extend(o for action in self._actions for o in action.option_strings)
+            return super().parse_args(argv, namespace)
+
+    main.__globals__["OneLineParser"] = Spy
+    try:
+        parse_args(["--dataset-root", "x", "--output", "y", "--method", "telea"])
+    finally:
+        main.__globals__["OneLineParser"] = Spy.__mro__[1]
+    return {o for o in seen if o.startswith("--")}
+
+
+def _refused(capsys, main, args: list[str], out, *expected: str) -> str:
+    """Exit 2, one `error:` line naming `expected`, only flags the script has, and nothing written at `out`."""
+    code = main([*args, "--output", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert all(e in err for e in expected), err
+    other_tools = {"--local-dir"}  # `hf download ... --local-dir DIR` in the hub hint
+    unknown = set(re.findall(r"--[a-z0-9][a-z0-9-]*", err)) - _script_options() - other_tools
+    assert not unknown, f"message names flags evaluate.py does not have: {unknown}: {err}"
+    assert not out.exists(), f"{out} written before the error"
+    return err
+
+
+def test_bad_flags_fail_before_anything_is_written(dataset, tmp_path, capsys, monkeypatch):
+    main = _cli_main()
+    base = ["--dataset-root", str(dataset), "--method", "telea", "--size", f"{W}x{H}"]
+    out = tmp_path / "out"
+    _refused(capsys, main, [*base, "--mask-dilate", "-1"], out, "--mask-dilate -1", ">= 0")
+    _refused(capsys, main, [*base, "--device", "gpu"], out, "--device 'gpu' is unknown")
+    if not torch.cuda.is_available():
+        _refused(capsys, main, [*base, "--device", "cuda"], out, "--device cuda", "no such CUDA device")
+    _refused(capsys, main, [*base, "--size", "0x5"], out, "--size '0x5'")
+    _refused(capsys, main, [*base, "propagate.radius=-3"], out, "propagate.radius")
+    _refused(capsys, main, [*base, "--raft-weights", str(tmp_path / "r.pth")], out, "--raft-weights only applies")
+    _refused(capsys, main, [*base, "--flow", "raft_small", "--raft-weights", str(tmp_path / "r.pth")], out, "not found")
+    (tmp_path / "r.pth").write_bytes(b"not a checkpoint")
+    _refused(capsys, main, [*base, "--flow", "raft_small", "--raft-weights", str(tmp_path / "r.pth")], out,
+             "is not a raft_small state dict")
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")  # a state dict of another network
+    _refused(capsys, main, [*base, "--flow", "raft_small", "--raft-weights", str(tmp_path / "other.pth")], out,
+             "is not a raft_small state dict")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # torchvision's RAFT file is not cached there
+    _refused(capsys, main, [*base, "--flow", "raft_large"], out, "--flow raft_large needs its weights", "--raft-weights FILE")
+    _refused(capsys, main, [*base, "--i3d-weights", str(tmp_path / "r.pth")], out, "--i3d-weights", "I3D weights")
+    with pytest.raises(SystemExit) as info:  # argparse's own errors are one line too
+        main([*base, "--flow", "foo", "--output", str(out)])
+    assert info.value.code == 2 and not out.exists()
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: argument --flow: invalid choice") and "\n" not in err
+
+
+def test_bad_model_source_fails_before_anything_is_written(dataset, tmp_path, capsys, tiny_svd_dir, monkeypatch):
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    monkeypatch.setattr(AutoencoderKLTemporalDecoder, "from_pretrained", lambda *a, **k: pytest.fail("a model loaded"))
+    main = _cli_main()
+    base = ["--dataset-root", str(dataset), "--method", "fffvdi", "--size", f"{W}x{H}"]
+    out = tmp_path / "out"
+    _refused(capsys, main, [*base, f"model.pretrained={tmp_path / 'nope'}"], out, "model folder not found")
+    _refused(capsys, main, [*base, f"model.pretrained={tiny_svd_dir}", f"model.checkpoint={tmp_path}"], out,
+             "config.json missing")
+    _refused(capsys, main, [*base, "model.pretrained=someorg/not-cached-svd"], out, "not in the local cache")
