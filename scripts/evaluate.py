@@ -5,7 +5,8 @@ Score existing results:
 Run a method, save its frames to OUT/results/<video>/ and score them (resumable):
   python scripts/evaluate.py --dataset-root ROOT --method fffvdi|propagate|telea [--config YAML] [key=value ...] --output OUT
 
-ROOT holds JPEGImages/<video>/*.jpg (or JPEGImages_432_240/) and test_masks/<video>/*.png. Frames are
+ROOT holds JPEGImages/<video>/*.jpg (or JPEGImages_432_240/) and test_masks/<video>/*.png (a synthetic
+set in this layout: python scripts/make_synthetic_dataset.py OUT --eval). Frames are
 resized to --size (W x H, default 432x240, bilinear), masks nearest, > 0, dilated (3x3 cross, 4x);
 predictions are composited inside the mask. Writes OUT/per_video.csv, OUT/per_frame.csv,
 OUT/summary.json and prints a table (E_warp in units of 1e-3). A rerun with the same settings
@@ -19,6 +20,7 @@ import re
 import sys
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
 from fffvdi.errors import FFFVDIError, InputError
 from fffvdi.evaluation import EVAL_METHODS, EvalSettings, parse_size, run_evaluation
@@ -30,7 +32,7 @@ DEVICES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 class OneLineParser(argparse.ArgumentParser):
     """argparse whose usage errors are one line (exit 2), like every other error of this script."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see --help)\n")
 
 
