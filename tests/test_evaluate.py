@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fffvdi.data.synthetic import render_video
-from fffvdi.errors import InputError
+from fffvdi.errors import FFFVDIError, InputError
 from fffvdi.evaluation import EvalSettings, load_eval_video, run_evaluation
 from fffvdi.evaluation import harness
 from fffvdi.metrics import psnr
@@ -349,3 +349,17 @@ def test_bad_model_source_fails_before_anything_is_written(dataset, tmp_path, ca
     _refused(capsys, main, [*base, f"model.pretrained={tiny_svd_dir}", f"model.checkpoint={tmp_path}"], out,
              "config.json missing")
     _refused(capsys, main, [*base, "model.pretrained=someorg/not-cached-svd"], out, "not in the local cache")
+
+
+def test_bad_scoring_models_fail_before_the_output_folder_is_touched(dataset, tmp_path):
+    bad = tmp_path / "i3d.pt"
+    bad.write_bytes(b"not a checkpoint")
+    out = tmp_path / "never"
+    with pytest.raises(FFFVDIError, match=r"could not read I3D weights .*i3d\.pt") as err:
+        run_evaluation(_settings(dataset, out, method="telea", lpips=False, i3d_weights=str(bad)))
+    assert "\n" not in str(err.value)
+    assert not out.exists()
+    with pytest.raises(FFFVDIError):
+        run_evaluation(_settings(dataset, out, method="fffvdi", lpips=False,
+                                 overrides=["model.pretrained=/nonexistent/svd"]))
+    assert not out.exists()

