@@ -11,6 +11,10 @@ resized to --size (W x H, default 432x240, bilinear), masks nearest, > 0, dilate
 predictions are composited inside the mask. Writes OUT/per_video.csv, OUT/per_frame.csv,
 OUT/summary.json and prints a table (E_warp in units of 1e-3). A rerun with the same settings
 skips finished videos; different settings in an existing OUT need --overwrite.
+
+Several processes (GPUs, machines): accelerate launch [--multi_gpu] --num_processes N scripts/evaluate.py ...
+gives video i (of the sorted listing) to process i % N, each on its own device; the main process then
+merges every video into the same files as one process writes (OUT must be shared by all machines).
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from typing import NoReturn
 
 from fffvdi.errors import FFFVDIError, InputError
 from fffvdi.evaluation import EVAL_METHODS, EvalSettings, parse_size, run_evaluation
+from fffvdi.evaluation.shards import agree, finish, process_state
 
 FLOWS = ("dis", "raft_large", "raft_small")
 DEVICES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -144,17 +149,27 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    state = process_state()  # one process, or this one's rank under `accelerate launch`
     previous, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     args = parse_args(argv)
     try:
-        settings = settings_from_args(args)
-        check_args(args)
-        outcome = run_evaluation(settings)
+        error = None
+        try:
+            settings = settings_from_args(args)
+            check_args(args)
+        except FFFVDIError as err:
+            error = err
+        agree(state, error)  # every process fails with the same message, before any writes
+        outcome = run_evaluation(settings, state)
     except FFFVDIError as err:
-        print(f"error: {err}", file=sys.stderr)
+        sys.stderr.write(f"error: {err}\n")  # one write: the lines of several processes sharing stderr do not mix
+        sys.stderr.flush()
+        finish(state, err)
         return 2
     finally:
         warnings.formatwarning = previous
+    if not outcome.is_main:  # the main process merges and reports every video
+        return 0
     print(outcome.table)
     print(f"wrote {outcome.out_dir / 'summary.json'}, per_video.csv, per_frame.csv")
     return 0

@@ -18,6 +18,15 @@ from fffvdi.metrics import psnr
 H, W, F = 72, 128, 6  # SSIM's 65-pixel window needs sides >= 65
 
 
+@pytest.fixture(autouse=True)
+def _fresh_partial_state():
+    """run_evaluation creates accelerate's PartialState singleton: reset it so it never leaks into other tests."""
+    from accelerate import PartialState
+
+    yield
+    PartialState._reset_state()
+
+
 def _write_rgb(path, img):
     path.parent.mkdir(parents=True, exist_ok=True)
     assert cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))

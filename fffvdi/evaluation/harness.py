@@ -13,9 +13,15 @@ for (LPIPS, I3D features). Records are trusted as they are: after changing a --r
 rerun with `overwrite=True`. Summary and CSVs are rewritten over the videos of this invocation.
 Different settings, or a non-empty folder that is not an evaluation run, are refused unless
 `overwrite=True`, which recomputes every selected video and replaces its files.
+
+Several processes (`accelerate launch`, fffvdi.evaluation.shards): every process checks the input,
+the main process alone writes `run.json`, then video i goes to process i % N (its record names that
+`rank`); after a barrier the main process reads every record back from `videos/` and writes the
+CSVs and summary exactly as one process does (a run may resume with another number of processes).
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -30,12 +36,13 @@ import numpy as np
 from tqdm import tqdm
 
 from fffvdi.canvas import composite
-from fffvdi.errors import InputError, ModelLoadError
+from fffvdi.errors import FFFVDIError, InputError, ModelLoadError
 from fffvdi.evaluation.dataset import (
     DEFAULT_DILATE, DEFAULT_SIZE, EvalVideo, list_videos, load_eval_video, read_result_frames,
 )
 from fffvdi.evaluation.report import format_table, protocol_info, write_csvs, write_summary
 from fffvdi.evaluation.scoring import Scorer, aggregate, score_video
+from fffvdi.evaluation.shards import agree, all_gather, process_state, rank_device, shard
 from fffvdi.io import png_name
 
 EVAL_METHODS = ("fffvdi", "propagate", "telea")
@@ -73,6 +80,7 @@ class EvalOutcome:
     records: list[dict[str, Any]]
     statuses: dict[str, str]  # video -> evaluated | rescored | skipped
     table: str
+    is_main: bool = True  # False on the other processes of a sharded run: no metrics, records or table there
 
     @property
     def skipped(self) -> list[str]:
@@ -142,8 +150,9 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return {k: v for key, val in obj.items() for k, v in _flatten(val, f"{prefix}.{key}" if prefix else key).items()}
 
 
-def _prepare_output(out: Path, fingerprint: dict[str, Any], overwrite: bool) -> None:
-    """Create `out` or accept it for resuming; refuse a different run's folder unless `overwrite`."""
+def _check_output(out: Path, fingerprint: dict[str, Any], overwrite: bool) -> None:
+    """Accept `out` (absent, empty, or a run with the same settings) for resuming; refuse a different run's folder
+    unless `overwrite`. Reads only: every process runs it before the main process writes (`_init_output`)."""
     run_file = out / "run.json"
     if out.exists() and not out.is_dir():
         raise InputError(f"--output {out} is a file; choose a folder")
@@ -159,8 +168,12 @@ def _prepare_output(out: Path, fingerprint: dict[str, Any], overwrite: bool) -> 
                 f"--output {out} holds a run with different {diff} ({old.get(diff)!r}, now {new.get(diff)!r}); "
                 "pass --overwrite to replace it or choose another folder"
             )
+
+
+def _init_output(out: Path, fingerprint: dict[str, Any]) -> None:
+    """Create `out/videos/` and write `run.json` (the main process only, after every process checked `out`)."""
     (out / "videos").mkdir(parents=True, exist_ok=True)
-    _write_json(run_file, fingerprint)
+    _write_json(out / "run.json", fingerprint)
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -170,12 +183,13 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def _build_scorer(s: EvalSettings) -> tuple[Scorer, list[str]]:
-    """Flow model, LPIPS (optional) and I3D (with --i3d-weights); returns the scorer and one-line notes."""
+def _build_scorer(s: EvalSettings, device: Optional[str] = None) -> tuple[Scorer, list[str]]:
+    """Flow model, LPIPS (optional) and I3D (with --i3d-weights) on `device` (default: --device); returns the
+    scorer and one-line notes."""
     from fffvdi.flow.estimators import build_flow_estimator
     from fffvdi.metrics import load_i3d, load_lpips
 
-    notes, device = [], _device(s.device)
+    notes, device = [], device or _device(s.device)
     kwargs = {"weights_path": s.raft_weights, "device": device} if s.flow.startswith("raft") else {}
     scorer = Scorer(build_flow_estimator(s.flow, **kwargs), s.flow, s.ewarp_flow_source)
     if s.lpips:
@@ -237,8 +251,10 @@ def _usable(rec_path: Path, scorer: Scorer) -> Optional[dict[str, Any]]:
     return rec
 
 
-def _evaluate_one(s: EvalSettings, name: str, out: Path, scorer: Scorer, cfg, method: dict) -> tuple[dict, str]:
-    """Score one video (running the method when its results are not saved yet); returns (record, status)."""
+def _evaluate_one(s: EvalSettings, name: str, out: Path, scorer: Scorer, cfg, method: dict,
+                  rank: int = 0) -> tuple[dict, str]:
+    """Score one video (running the method when its results are not saved yet); returns (record, status).
+    The record names the process (`rank`) that scored it."""
     rec_path, res_dir = out / "videos" / f"{name}.json", out / "results" / name
     rec = None if s.overwrite else _usable(rec_path, scorer)
     if rec is not None and (s.method is None or res_dir.is_dir()):
@@ -257,30 +273,83 @@ def _evaluate_one(s: EvalSettings, name: str, out: Path, scorer: Scorer, cfg, me
         pred, sec = run_method(method["process"], video, cfg)
         comp = composite(video.frames, pred, video.masks)
         _save_frames(res_dir, comp, video.frame_names)
-    rec = {"video": name, "frame_names": video.frame_names, "sec_per_frame": sec,
+    rec = {"video": name, "frame_names": video.frame_names, "sec_per_frame": sec, "rank": rank,
            **score_video(scorer, video.frames, comp, video.masks)}
     _write_json(rec_path, rec)
     return rec, status
 
 
-def run_evaluation(s: EvalSettings) -> EvalOutcome:
-    """Evaluate every selected video (resuming), then write the CSVs, summary.json and the table."""
-    _check(s)
-    videos = list_videos(s.dataset_root, s.video_list)
+def _read_records(out: Path, videos: list[str]) -> list[dict[str, Any]]:
+    """Every video's record from `out/videos/<video>.json`, in listing order (the merge reads what the processes
+    wrote, exactly as a resumed run reads its finished videos)."""
+    records = []
     for name in videos:
-        if Path(name).name != name or name in (".", ".."):
-            raise InputError(f"video id {name!r} must be a plain folder name; fix the video list")
-    cfg = _method_config(s) if s.method else None
+        path = out / "videos" / f"{name}.json"
+        if not path.is_file():
+            raise InputError(
+                f"record {path} is missing after every process finished; with several machines --output must be a "
+                "folder all of them share"
+            )
+        records.append(json.loads(path.read_text(encoding="utf-8")))
+    return records
+
+
+def _rank_config(cfg, state):
+    """The method config this process runs: model.device 'auto'/'cuda' become its own device when sharded (the
+    fingerprint keeps the config as given, so a run may resume with another number of processes)."""
+    if cfg is None or state.num_processes == 1:
+        return cfg
+    device = rank_device(cfg.model.device, state)
+    if device == cfg.model.device:
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    cfg.model.device = device
+    return cfg
+
+
+def run_evaluation(s: EvalSettings, state=None) -> EvalOutcome:
+    """Evaluate every selected video (resuming), then write the CSVs, summary.json and the table.
+
+    With several processes (`state`, default accelerate's PartialState; see fffvdi.evaluation.shards) each
+    evaluates its share of the videos; after a barrier the main process merges every video's record into
+    the CSVs and summary.json, as one process does. The other processes return an outcome with their
+    statuses only (`is_main` False, no metrics or table)."""
+    state = state if state is not None else process_state()
+    rank, nproc = state.process_index, state.num_processes
     out = Path(s.output)
-    fingerprint = _fingerprint(s, cfg)
-    scorer, notes = _build_scorer(s)  # a bad flow model or I3D file fails before the output folder is touched
-    _prepare_output(out, fingerprint, s.overwrite)
-    for note in notes:
-        warnings.warn(note, UserWarning, stacklevel=2)  # up front: the user learns of a skipped column before waiting
-    records, statuses, method = [], {}, {}
-    for name in tqdm(videos, desc="videos", unit="video", disable=not s.progress):
-        rec, statuses[name] = _evaluate_one(s, name, out, scorer, cfg, method)
-        records.append(rec)
+    error = None
+    try:  # every process checks everything before any process writes
+        _check(s)
+        videos = list_videos(s.dataset_root, s.video_list)
+        for name in videos:
+            if Path(name).name != name or name in (".", ".."):
+                raise InputError(f"video id {name!r} must be a plain folder name; fix the video list")
+        cfg = _method_config(s) if s.method else None
+        fingerprint = _fingerprint(s, cfg)
+        scorer, notes = _build_scorer(s, rank_device(s.device, state))  # a bad model fails before --output is touched
+        _check_output(out, fingerprint, s.overwrite)
+    except FFFVDIError as err:
+        error = err
+    agree(state, error)  # one failing process: all fail with its message
+    if state.is_main_process:
+        _init_output(out, fingerprint)
+        for note in notes:
+            warnings.warn(note, UserWarning, stacklevel=2)  # up front: the user learns of a skipped column before waiting
+    state.wait_for_everyone()
+    run_cfg, method, mine = _rank_config(cfg, state), {}, shard(videos, rank, nproc)
+    statuses: dict[str, str] = {}
+    desc = "videos" if nproc == 1 else f"videos (process {rank}/{nproc})"
+    try:
+        for name in tqdm(mine, desc=desc, unit="video", disable=not s.progress):
+            _, statuses[name] = _evaluate_one(s, name, out, scorer, run_cfg, method, rank)
+    except FFFVDIError as err:
+        error = err
+    agree(state, error)  # also the barrier: every record is written
+    gathered = {v: st for part in all_gather(state, statuses) for v, st in part.items()}
+    statuses = {v: gathered[v] for v in videos}
+    if not state.is_main_process:
+        return EvalOutcome(out, {}, [], statuses, "", is_main=False)
+    records = _read_records(out, videos)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         metrics = aggregate(records, want_vfid=scorer.i3d is not None)
@@ -295,6 +364,6 @@ def run_evaluation(s: EvalSettings) -> EvalOutcome:
              f"{counts['rescored']} rescored, {counts['skipped']} skipped (resume)")
     table = format_table(title, records, metrics, notes)
     protocol = protocol_info(s.size, s.mask_dilate, s.flow, s.ewarp_flow_source)
-    extra = {"run_counts": counts, "videos": videos, "notes": notes, "protocol": protocol}
+    extra = {"run_counts": counts, "videos": videos, "processes": nproc, "notes": notes, "protocol": protocol}
     write_summary(out, metrics, {"settings": asdict(s), "run": fingerprint}, extra)
     return EvalOutcome(out, metrics, records, statuses, table)
