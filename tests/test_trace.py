@@ -119,6 +119,28 @@ def test_occluded_landing_is_rejected_and_radius_is_respected():
     assert (trace(rec, (h, w), 0, ys, xs, +1, radius=3).frame == 3).all()
 
 
+def test_occlusion_check_covers_partial_landings():
+    # Frame 0's hole moves right by 2.5 px; frame 1's hole is 2 px wider, so the rightmost points land with
+    # their nearest pixel visible but a bilinear corner hidden (a partial landing). Frame 1's estimated
+    # back-flow contradicts the step there: an occluder, which must end those trajectories like clean landings.
+    f, h, w = 3, 20, 40
+    masks = np.zeros((f, h, w), bool)
+    masks[0, 5:15, 10:20] = True
+    masks[1, 5:15, 10:22] = True
+    fw = np.full((f - 1, 2, h, w), 0.0, np.float32)
+    fw[:, 0] = 2.5
+    bw = -fw.copy()
+    bw[0, 0, :, 20:] = 6.0  # inconsistent with the forward step where frame 1 is visible
+    est = np.ones((f, h, w), bool)
+    rec = records_from_clip(masks, fw, bw, np.zeros((f, h, w, 1), np.float32), est)
+    ys, xs = np.nonzero(masks[0])
+    checked = trace(rec, (h, w), 0, ys, xs, +1, radius=2, fb_check=True, support="bilinear")
+    unchecked = trace(rec, (h, w), 0, ys, xs, +1, radius=2, fb_check=False, support="bilinear")
+    partial = xs == 19  # 19 + 2.5 = 21.5: nearest pixel 22 visible, corner 21 hidden
+    assert (unchecked.frame[partial] == 2).all()
+    assert not checked.found[partial].any()
+
+
 def test_combine_nearest_and_weighted():
     vals = [np.array([[0.0], [0.0], [0.0]]), np.array([[1.0], [1.0], [1.0]])]
     oks = [np.array([True, True, False]), np.array([True, True, True])]

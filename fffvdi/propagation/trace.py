@@ -10,8 +10,10 @@ step (bilinear); tracing does neither.
 
 Occlusion check: where the landing pixel's own flow back was *estimated* (outside that frame's
 completed region), the step must agree with it (ProPainter's forward-backward test), else the
-content is occluded there and the trajectory ends without a source. Inside completed regions
-both flows are completions that need not agree, so they are never used to reject.
+content is occluded there and the trajectory ends without a source. The same holds for a
+partial landing (nearest pixel visible, a bilinear corner still hidden): an occluded one is no
+fallback. Inside completed regions both flows are completions that need not agree, so they are
+never used to reject.
 
 Frames are held as `FrameRecord` crops: only the region that trajectories can visit or land
 in, so memory follows the hole area, not the frame size. Coordinates are full-frame pixels,
@@ -139,21 +141,23 @@ def trace(
         iy, ix = round_half_up(y2), round_half_up(x2)
         hidden = lookup(nxt, nxt.hole, iy, ix, outside=False)
         land = ~hidden
-        if support == "bilinear":
-            partial = land & _corner_in_hole(nxt, y2, x2)
-            first = partial & (out.frame[idx] < 0) & ~fallback[idx]
-            fallback[idx[first]] = True
-            out.frame[idx[first]] = k + step
-            out.y[idx[first]], out.x[idx[first]] = y2[first], x2[first]
-            land, hidden = land & ~partial, hidden | partial
-        if fb_check and nxt.flow(-step) is not None:
+        occluded = np.zeros_like(land)
+        if fb_check and nxt.flow(-step) is not None:  # tested before the partial split: partial landings too
             check = np.flatnonzero(land & lookup(nxt, nxt.estimated, iy, ix, outside=False))
             if check.size:
                 bu, bv = sample_flow(nxt, nxt.flow(-step), y2[check], x2[check])
                 fu, fv = u[check], v[check]
                 err = (fu + bu) ** 2 + (fv + bv) ** 2
                 bound = FB_ALPHA * (fu**2 + fv**2 + bu**2 + bv**2) + FB_BETA
-                land[check[err >= bound]] = False  # occluded: ends here without a source
+                occluded[check[err >= bound]] = True
+        if support == "bilinear":
+            partial = land & ~occluded & _corner_in_hole(nxt, y2, x2)
+            first = partial & (out.frame[idx] < 0) & ~fallback[idx]
+            fallback[idx[first]] = True
+            out.frame[idx[first]] = k + step
+            out.y[idx[first]], out.x[idx[first]] = y2[first], x2[first]
+            land, hidden = land & ~partial, hidden | partial
+        land &= ~occluded  # occluded: ends here without a source
         out.frame[idx[land]] = k + step
         out.y[idx[land]], out.x[idx[land]] = y2[land], x2[land]
         fallback[idx[land]] = False
