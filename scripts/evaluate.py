@@ -168,10 +168,10 @@ def main(argv=None) -> int:
         return 2
     finally:
         warnings.formatwarning = previous
-    if not outcome.is_main:  # the main process merges and reports every video
-        return 0
-    print(outcome.table)
-    print(f"wrote {outcome.out_dir / 'summary.json'}, per_video.csv, per_frame.csv")
+    if outcome.is_main:  # the main process merged every video and reports them
+        print(outcome.table)
+        print(f"wrote {outcome.out_dir / 'summary.json'}, per_video.csv, per_frame.csv", flush=True)
+    finish(state)
     return 0
 
 

@@ -347,15 +347,26 @@ def run_evaluation(s: EvalSettings, state=None) -> EvalOutcome:
     agree(state, error)  # also the barrier: every record is written
     gathered = {v: st for part in all_gather(state, statuses) for v, st in part.items()}
     statuses = {v: gathered[v] for v in videos}
-    if not state.is_main_process:
-        return EvalOutcome(out, {}, [], statuses, "", is_main=False)
+    outcome = None
+    if state.is_main_process:
+        try:
+            outcome = _merge(s, out, videos, statuses, scorer, notes, fingerprint, nproc)
+        except FFFVDIError as err:
+            error = err
+    agree(state, error)  # the others wait for the merge, and fail with it
+    return outcome if outcome is not None else EvalOutcome(out, {}, [], statuses, "", is_main=False)
+
+
+def _merge(s: EvalSettings, out: Path, videos: list[str], statuses: dict[str, str], scorer: Scorer, notes: list[str],
+           fingerprint: dict[str, Any], nproc: int) -> EvalOutcome:
+    """Read every video's record back from `out/videos/` and write the CSVs, summary.json and the table."""
     records = _read_records(out, videos)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         metrics = aggregate(records, want_vfid=scorer.i3d is not None)
     for w in caught:
         notes.append(str(w.message))
-        warnings.warn(str(w.message), UserWarning, stacklevel=2)
+        warnings.warn(str(w.message), UserWarning, stacklevel=3)
     write_csvs(out, records, statuses)
     counts = {k: sum(v == k for v in statuses.values()) for k in ("evaluated", "rescored", "skipped")}
     title = (f"{s.method or f'results {s.results}'}: {metrics['videos']} videos, {metrics['frames']} frames | "

@@ -62,11 +62,15 @@ def agree(state, error: Optional[FFFVDIError]) -> None:
     raise agreed
 
 
-def finish(state, error: FFFVDIError) -> None:
-    """After reporting `error`: when every process raised it (`agree`), wait until all have reported, so the
-    launcher, which stops the others when one exits with an error, cuts no process's message."""
-    if state.num_processes > 1 and getattr(error, "collective", False):
+def finish(state, error: Optional[FFFVDIError] = None) -> None:
+    """End of a run, on every process: wait for the others (after an `error` every process raised, so that the
+    launcher, which stops the others when one exits with an error, cuts no process's message), then close the
+    process group (a process exiting with the group open may abort in gloo's threads)."""
+    if state.num_processes == 1:
+        return
+    if error is None or getattr(error, "collective", False):
         state.wait_for_everyone()
+    state.destroy_process_group()
 
 
 def rank_device(name: str, state) -> str:
