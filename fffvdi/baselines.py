@@ -44,6 +44,7 @@ def telea_frame(frame: np.ndarray, hole: np.ndarray, radius: int = 3) -> np.ndar
     A frame that is all hole has nothing to fill from (OpenCV would hand back the hidden input):
     it becomes mid-gray; video-level callers borrow a neighbouring frame's content instead.
     """
+    hole = np.asarray(hole).astype(bool)  # a {0, 1} uint8 mask would index wrongly with `~` below
     if not hole.any():
         return frame.copy()
     if hole.all():
