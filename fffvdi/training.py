@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from fffvdi.edm import Conditioning, added_time_ids, sample_cond_aug
 from fffvdi.checkpointing import clear_run, crash_point
 from fffvdi.errors import ConfigError, InputError
-from fffvdi.conditioning import CLIP_SOURCES, Conditioner, clip_source_image
+from fffvdi.conditioning import Conditioner, clip_source_image
 
 logger = logging.getLogger("fffvdi.train")
 

@@ -1,6 +1,4 @@
 """scripts/evaluate.py over several processes (accelerate launch): videos sharded by rank, merged by the main process."""
-import csv
-import importlib.util
 import json
 import os
 import socket
@@ -14,6 +12,7 @@ import torch
 
 from fffvdi.errors import FFFVDIError, InputError
 from fffvdi.evaluation.shards import agree, all_gather, rank_device, shard
+from test_evaluate import _cli_main, _csv  # the same CLI loader and CSV reader
 
 ROOT = Path(__file__).resolve().parents[1]
 H, W, F, VIDEOS = 72, 128, 6, 4  # SSIM's 65-pixel window needs sides >= 65
@@ -46,18 +45,6 @@ def _launch(*args: str) -> subprocess.CompletedProcess:
 def _errors(stderr: str) -> list[str]:
     """The `error: ...` lines the processes printed (the launcher's own log lines are not of this form)."""
     return [line for line in stderr.splitlines() if line.startswith("error: ")]
-
-
-def _cli_main():
-    spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts" / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
-def _csv(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="module")
