@@ -42,6 +42,7 @@ from fffvdi.evaluation.dataset import (
 )
 from fffvdi.evaluation.report import format_table, protocol_info, write_csvs, write_summary
 from fffvdi.evaluation.scoring import Scorer, aggregate, score_video
+from fffvdi.evaluation.run_folder import check_output, init_output, read_records, usable_record, write_json
 from fffvdi.evaluation.shards import agree, all_gather, process_state, rank_device, shard
 from fffvdi.io import png_name
 
@@ -143,46 +144,6 @@ def _fingerprint(s: EvalSettings, cfg) -> dict[str, Any]:
     }
 
 
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """{'a': {'b': 1}} -> {'a.b': 1}, so a mismatch can be named by its full key."""
-    if not isinstance(obj, dict) or not obj:
-        return {prefix: obj}
-    return {k: v for key, val in obj.items() for k, v in _flatten(val, f"{prefix}.{key}" if prefix else key).items()}
-
-
-def _check_output(out: Path, fingerprint: dict[str, Any], overwrite: bool) -> None:
-    """Accept `out` (absent, empty, or a run with the same settings) for resuming; refuse a different run's folder
-    unless `overwrite`. Reads only: every process runs it before the main process writes (`_init_output`)."""
-    run_file = out / "run.json"
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--output {out} is a file; choose a folder")
-    work = [p for sub in ("videos", "results") if (out / sub).is_dir() for p in (out / sub).iterdir()]
-    if out.is_dir() and any(out.iterdir()) and not overwrite and not (run_file.is_file() and not work):
-        # (a run that finished no video, e.g. failed at model loading, may be restarted with other settings)
-        if not run_file.is_file():
-            raise InputError(f"--output {out} is not empty and holds no evaluation run (run.json); pass --overwrite or choose another folder")
-        old, new = _flatten(json.loads(run_file.read_text(encoding="utf-8"))), _flatten(fingerprint)
-        diff = next((k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)), None)
-        if diff is not None:
-            raise InputError(
-                f"--output {out} holds a run with different {diff} ({old.get(diff)!r}, now {new.get(diff)!r}); "
-                "pass --overwrite to replace it or choose another folder"
-            )
-
-
-def _init_output(out: Path, fingerprint: dict[str, Any]) -> None:
-    """Create `out/videos/` and write `run.json` (the main process only, after every process checked `out`)."""
-    (out / "videos").mkdir(parents=True, exist_ok=True)
-    _write_json(out / "run.json", fingerprint)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    """Atomic write (a crash never leaves a half record that a resume would trust)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _build_scorer(s: EvalSettings, device: Optional[str] = None) -> tuple[Scorer, list[str]]:
     """Flow model, LPIPS (optional) and I3D (with --i3d-weights) on `device` (default: --device); returns the
     scorer and one-line notes."""
@@ -239,24 +200,12 @@ def _save_frames(folder: Path, frames: np.ndarray, names: list[str]) -> None:
     os.replace(tmp, folder)
 
 
-def _usable(rec_path: Path, scorer: Scorer) -> Optional[dict[str, Any]]:
-    """A finished video's record if it has every metric this run computes, else None."""
-    if not rec_path.is_file():
-        return None
-    rec = json.loads(rec_path.read_text(encoding="utf-8"))
-    if scorer.lpips is not None and "lpips" not in rec["per_frame"]:
-        return None
-    if scorer.i3d is not None and "i3d_real" not in rec:
-        return None
-    return rec
-
-
 def _evaluate_one(s: EvalSettings, name: str, out: Path, scorer: Scorer, cfg, method: dict,
                   rank: int = 0) -> tuple[dict, str]:
     """Score one video (running the method when its results are not saved yet); returns (record, status).
     The record names the process (`rank`) that scored it."""
     rec_path, res_dir = out / "videos" / f"{name}.json", out / "results" / name
-    rec = None if s.overwrite else _usable(rec_path, scorer)
+    rec = None if s.overwrite else usable_record(rec_path, scorer)
     if rec is not None and (s.method is None or res_dir.is_dir()):
         return rec, "skipped"
     video = load_eval_video(s.dataset_root, name, s.size, s.mask_dilate)
@@ -275,23 +224,8 @@ def _evaluate_one(s: EvalSettings, name: str, out: Path, scorer: Scorer, cfg, me
         _save_frames(res_dir, comp, video.frame_names)
     rec = {"video": name, "frame_names": video.frame_names, "sec_per_frame": sec, "rank": rank,
            **score_video(scorer, video.frames, comp, video.masks)}
-    _write_json(rec_path, rec)
+    write_json(rec_path, rec)
     return rec, status
-
-
-def _read_records(out: Path, videos: list[str]) -> list[dict[str, Any]]:
-    """Every video's record from `out/videos/<video>.json`, in listing order (the merge reads what the processes
-    wrote, exactly as a resumed run reads its finished videos)."""
-    records = []
-    for name in videos:
-        path = out / "videos" / f"{name}.json"
-        if not path.is_file():
-            raise InputError(
-                f"record {path} is missing after every process finished; with several machines --output must be a "
-                "folder all of them share"
-            )
-        records.append(json.loads(path.read_text(encoding="utf-8")))
-    return records
 
 
 def _rank_config(cfg, state):
@@ -327,12 +261,12 @@ def run_evaluation(s: EvalSettings, state=None) -> EvalOutcome:
         cfg = _method_config(s) if s.method else None
         fingerprint = _fingerprint(s, cfg)
         scorer, notes = _build_scorer(s, rank_device(s.device, state))  # a bad model fails before --output is touched
-        _check_output(out, fingerprint, s.overwrite)
+        check_output(out, fingerprint, s.overwrite)
     except FFFVDIError as err:
         error = err
     agree(state, error)  # one failing process: all fail with its message
     if state.is_main_process:
-        _init_output(out, fingerprint)
+        init_output(out, fingerprint)
         for note in notes:
             warnings.warn(note, UserWarning, stacklevel=2)  # up front: the user learns of a skipped column before waiting
     state.wait_for_everyone()
@@ -360,7 +294,7 @@ def run_evaluation(s: EvalSettings, state=None) -> EvalOutcome:
 def _merge(s: EvalSettings, out: Path, videos: list[str], statuses: dict[str, str], scorer: Scorer, notes: list[str],
            fingerprint: dict[str, Any], nproc: int) -> EvalOutcome:
     """Read every video's record back from `out/videos/` and write the CSVs, summary.json and the table."""
-    records = _read_records(out, videos)
+    records = read_records(out, videos)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         metrics = aggregate(records, want_vfid=scorer.i3d is not None)
