@@ -96,10 +96,11 @@ def resolve_resume(output_dir: str | Path, resume: str | None) -> Path | None:
     return path
 
 
-def staging_dir(output_dir: str | Path, step: int) -> Path:
-    """`checkpoint-N.tmp/` to save into; a stale one from an interrupted save of the same step is cleared."""
+def staging_dir(output_dir: str | Path, step: int, clear: bool = True) -> Path:
+    """`checkpoint-N.tmp/` to save into; with `clear` (the main process) a stale one from an interrupted save of the
+    same step is removed first."""
     staging = Path(output_dir) / f"checkpoint-{step}{STAGING}"
-    if staging.exists():
+    if clear and staging.exists():
         logger.warning("removing %s left by an interrupted save of the same step", staging)
         shutil.rmtree(staging)
     return staging

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -201,7 +202,7 @@ def save_checkpoint(accelerator: Any, cfg: DictConfig, out_dir: Path, step: int)
     (fffvdi/checkpointing.py); older ones are pruned only once it is complete."""
     from fffvdi.checkpointing import commit_checkpoint, prune_checkpoints, staging_dir
 
-    staging = staging_dir(out_dir, step) if accelerator.is_main_process else out_dir / f"checkpoint-{step}.tmp"
+    staging = staging_dir(out_dir, step, clear=accelerator.is_main_process)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(staging))  # every process writes its own RNG state into the same folder
     accelerator.wait_for_everyone()
@@ -251,6 +252,8 @@ def save_final(accelerator: Any, cfg: DictConfig, raw_unet: Any, ema: Any, param
     if accelerator.is_main_process:
         from fffvdi.checkpointing import replace_folder
 
+        if (out_dir / "unet.tmp").exists():  # left by a run killed while saving: no stale file may survive
+            shutil.rmtree(out_dir / "unet.tmp")
         raw_unet.save_pretrained(out_dir / "unet.tmp")
         replace_folder(out_dir / "unet.tmp", out_dir / "unet")  # a kill leaves the old unet/ or the new one
         save_config(cfg, out_dir / "config.yaml")
