@@ -6,7 +6,6 @@ command line. Unknown keys and badly typed values raise `ConfigError` naming the
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Type
@@ -15,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fffvdi.errors import ConfigError
+from fffvdi.files import write_atomic
 
 DEFAULT_PRETRAINED = "stabilityai/stable-video-diffusion-img2vid-xt-1-1"
 
@@ -157,8 +157,5 @@ def save_config(cfg: DictConfig, path: str | Path) -> Path:
     """Write the resolved config as YAML; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True), encoding="utf-8")
-    os.replace(tmp, path)  # a reader (or a kill) never sees half a file
-    return path
+    return write_atomic(path, OmegaConf.to_yaml(cfg, resolve=True))  # a reader (or a kill) never sees half a file
 

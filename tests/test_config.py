@@ -132,3 +132,14 @@ def test_unset_canvas_follows_the_checkpoint_training_size(tmp_path):
     cfg = load_config(InferenceConfig, None, [])
     resolve_canvas(cfg)
     assert (cfg.window.height, cfg.window.width) == (576, 1024)  # no checkpoint: SVD-XT's size
+
+
+def test_first_difference_names_the_nested_key_and_both_values(tmp_path):
+    from fffvdi.files import first_difference, write_atomic
+
+    old = {"sampling": {"seed": 42, "steps": 25}, "video": "a"}
+    assert first_difference(old, {"sampling": {"seed": 42, "steps": 25}, "video": "a"}) is None
+    assert first_difference(old, {"sampling": {"seed": 7, "steps": 25}, "video": "a"}) == ("sampling.seed", 42, 7)
+    assert first_difference(old, {"sampling": {"seed": 42, "steps": 25}}) == ("video", "a", None)
+    path = write_atomic(tmp_path / "x.json", '{"a": 1}')
+    assert path.read_text() == '{"a": 1}' and not (tmp_path / "x.json.tmp").exists()

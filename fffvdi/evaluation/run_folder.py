@@ -3,19 +3,12 @@ written atomically, read back by a resume and by the merge of several processes.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Optional
 
 from fffvdi.errors import InputError
+from fffvdi.files import first_difference, write_atomic
 from fffvdi.evaluation.scoring import Scorer
-
-
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """{'a': {'b': 1}} -> {'a.b': 1}, so a mismatch can be named by its full key."""
-    if not isinstance(obj, dict) or not obj:
-        return {prefix: obj}
-    return {k: v for key, val in obj.items() for k, v in flatten(val, f"{prefix}.{key}" if prefix else key).items()}
 
 
 def check_output(out: Path, fingerprint: dict[str, Any], overwrite: bool) -> None:
@@ -29,11 +22,11 @@ def check_output(out: Path, fingerprint: dict[str, Any], overwrite: bool) -> Non
         # (a run that finished no video, e.g. failed at model loading, may be restarted with other settings)
         if not run_file.is_file():
             raise InputError(f"--output {out} is not empty and holds no evaluation run (run.json); pass --overwrite or choose another folder")
-        old, new = flatten(json.loads(run_file.read_text(encoding="utf-8"))), flatten(fingerprint)
-        diff = next((k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)), None)
+        diff = first_difference(json.loads(run_file.read_text(encoding="utf-8")), fingerprint)
         if diff is not None:
+            key, was, now = diff
             raise InputError(
-                f"--output {out} holds a run with different {diff} ({old.get(diff)!r}, now {new.get(diff)!r}); "
+                f"--output {out} holds a run with different {key} ({was!r}, now {now!r}); "
                 "pass --overwrite to replace it or choose another folder"
             )
 
@@ -46,9 +39,7 @@ def init_output(out: Path, fingerprint: dict[str, Any]) -> None:
 
 def write_json(path: Path, obj: Any) -> None:
     """Atomic write (a crash never leaves a half record that a resume would trust)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj))
 
 
 def usable_record(rec_path: Path, scorer: Scorer) -> Optional[dict[str, Any]]:

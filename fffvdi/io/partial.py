@@ -14,12 +14,13 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 
 from fffvdi.errors import InputError
+from fffvdi.files import first_difference, write_atomic
 from fffvdi.long_video import WindowState
 
 logger = logging.getLogger(__name__)
@@ -28,40 +29,8 @@ RESULT_ENTRIES = {"config.yaml", "frames", "inpainted.mp4", "masked_input.mp4", 
 BOOKKEEPING = ("progress.npz", "run.json")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` so that `path` holds either its old content or all of the new one, even after a crash."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)  # a full disk must not stay fuller
-        raise OSError(e.errno, e.strerror, str(path)) from None
-
-
 def _reason(err: OSError) -> str:
     return err.strerror or type(err).__name__
-
-
-def _first_difference(old: Any, new: Any, prefix: str = "") -> Optional[str]:
-    """Dotted key of the first value that differs between two nested dicts (None if equal)."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new), key=str):
-            diff = _first_difference(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else str(key))
-            if diff is not None:
-                return diff
-        return None
-    return None if old == new else prefix
-
-
-def _get(tree: Any, dotted: str) -> Any:
-    """Value at a dotted key of nested dicts (None where missing)."""
-    for key in dotted.split("."):
-        tree = tree.get(key) if isinstance(tree, dict) else None
-    return tree
 
 
 class PartialOutput:
@@ -119,8 +88,8 @@ class PartialOutput:
                 shutil.rmtree(self.partial)
             self.partial.mkdir(parents=True)
             self._created = True
-            _atomic_write(self.partial / "config.yaml", config_text.encode("utf-8"))
-            _atomic_write(self.partial / "run.json", json.dumps(run_info, sort_keys=True).encode("utf-8"))
+            write_atomic(self.partial / "config.yaml", config_text.encode("utf-8"))
+            write_atomic(self.partial / "run.json", json.dumps(run_info, sort_keys=True).encode("utf-8"))
         except OSError as e:
             if self._created:
                 shutil.rmtree(self.partial, ignore_errors=True)
@@ -144,9 +113,9 @@ class PartialOutput:
             for key in ("overwrite", "dir"):  # where and how to write, not what to compute
                 d.get("output", {}).pop(key, None)
         for old, new in ((old_run, run_info), (old_cfg, new_cfg)):
-            diff = _first_difference(old, new)
+            diff = first_difference(old, new)
             if diff is not None:
-                was, now = _get(old, diff), _get(new, diff)
+                diff, was, now = diff
                 raise InputError(
                     f"{self.partial} was started with {diff}={was!r}, now {now!r}; rerun with the same inputs and "
                     "settings to resume, or pass --overwrite to start over"
@@ -187,7 +156,7 @@ class PartialOutput:
         generator = np.zeros((0,), np.uint8) if state is None else state.generator.numpy()
         buf = io.BytesIO()
         np.savez(buf, meta=np.array(json.dumps(meta)), pending=pending, generator=generator)
-        _atomic_write(self.partial / "progress.npz", buf.getvalue())
+        write_atomic(self.partial / "progress.npz", buf.getvalue())
 
     def has_work(self) -> bool:
         """True if the partial folder holds anything a resume could use (progress or frames)."""
