@@ -38,6 +38,10 @@ class WindowConfig:
     num_frames: int = 25  # frames per window (25 for SVD-XT, 14 for SVD)
     overlap: int = 4  # frames shared by consecutive windows, cross-faded in pixels
     decode_chunk_size: int = 8  # frames decoded by the VAE at once (lower = less memory)
+    region: str = "auto"  # full (whole frame fitted onto the canvas) | crop (per window, the masks' bounding box
+    #   plus `context`, at the canvas aspect, scaled to the canvas) | auto (crop when that box is smaller than the
+    #   canvas at native scale, i.e. cropping loses no resolution; else full)
+    context: float = 0.5  # crop margin on each side, as a fraction of the masks' box size (at least 32 pixels)
 
 
 @dataclass
@@ -131,6 +135,7 @@ CHOICES = {
     "mask.mode": ("mask", "box"),
     "sampling.clip_source": ("masked", "filled", "raw"),
     "sampling.fill_source": ("noise", "inversion"),
+    "window.region": ("auto", "full", "crop"),
     "memory.offload": ("none", "model"),
     "memory.attention": ("sdpa", "default"),
     "propagate.combine": ("nearest", "weighted"),
@@ -156,6 +161,7 @@ RANGES = (
     ("window.num_frames", 1, False, "frames per window"),
     ("window.overlap", 0, False, "frames shared by consecutive windows"),
     ("window.decode_chunk_size", 1, False, "frames decoded at once"),
+    ("window.context", 0, False, "crop margin as a fraction of the masks' box"),
     ("memory.forward_chunk_size", 1, False, "feed-forward chunk size"),
     ("output.feather", 0, False, "blend width in pixels"),
     ("propagate.radius", 1, False, "frames searched each way"),
