@@ -186,6 +186,6 @@ def prune_checkpoints(output_dir: str | Path, total_limit: int | None, keep: Pat
 
 
 def clear_run(output_dir: str | Path) -> list[Path]:
-    """Every checkpoint folder, complete or not, plus `unet/` (what checkpoint.overwrite=true deletes)."""
+    """Every checkpoint folder, complete or not, plus `unet/` and `lora/` (what checkpoint.overwrite=true deletes)."""
     out = Path(output_dir)
-    return sorted(_candidates(out)) + [p for p in (out / "unet",) if p.is_dir()]
+    return sorted(_candidates(out)) + [p for p in (out / "unet", out / "lora") if p.is_dir()]

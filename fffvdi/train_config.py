@@ -12,6 +12,10 @@ from fffvdi.recipe import COND_AUG_MEAN, COND_AUG_STD, P_MEAN, P_STD
 # Names are substrings of FFFVDIUNet parameter names ("unet.down_blocks.0.attentions.0.temporal_transformer_blocks...",
 # "propagation.fusion..."). Add "temporal_res_block" to also train the temporal ResNet convolutions.
 DEFAULT_TRAINABLE = ["propagation.", "temporal_transformer_blocks", "time_pos_embed", "time_mixer"]
+# LoRA targets: regexes full-matched against Linear layer names of the diffusers UNet, here the attention projections
+# (self- and cross-attention) and both feed-forwards of every temporal transformer block.
+DEFAULT_LORA_TARGETS = [r".*temporal_transformer_blocks\.\d+\.attn[12]\.(to_q|to_k|to_v|to_out\.0)",
+                        r".*temporal_transformer_blocks\.\d+\.(ff|ff_in)\.net\.(0\.proj|2)"]
 
 
 @dataclass
@@ -39,6 +43,15 @@ class DataConfig:
     masks: TrainMaskConfig = field(default_factory=TrainMaskConfig)
     samples_per_epoch: Optional[int] = None  # clips per epoch drawn from random videos; None = one clip per video
     num_workers: int = 4  # dataloader worker processes (they also estimate DIS flows, see flow.in_workers)
+    # Conditioning cache (fffvdi/train_cache.py): VAE posteriors of each clip and its masked copy, CLIP embeddings and
+    # completed latent-size flows, written at a clip's first use and read afterwards (no VAE/CLIP/flow work per step).
+    # Entries are keyed by the clip's exact pixels and masks, i.e. by its augmentation draw (flip, reversal, masks):
+    # flipping cached latents would not equal encoding flipped frames (the VAE and CLIP are not flip-equivariant).
+    # Needs data.epoch_cycle >= 1 (so draws repeat) and train.cond_aug_space=latent. None = encode every step.
+    cache_dir: Optional[str] = None
+    # Epoch e draws the clips (start, stride, flip, masks) of epoch e % epoch_cycle: 0 = a new draw every epoch;
+    # N >= 1 repeats N distinct draws per clip index (with cache_dir, the cache holds N entries per index).
+    epoch_cycle: int = 0
 
 
 @dataclass
@@ -51,13 +64,15 @@ class TrainFlowConfig(FlowConfig):
 
 @dataclass
 class OptimConfig:
-    """AdamW and its learning-rate schedule."""
+    """AdamW (or 8-bit AdamW) and its learning-rate schedule."""
+
+    name: str = "adamw"  # adamw (torch) | adamw8bit (bitsandbytes AdamW8bit: pip install bitsandbytes; CUDA only)
 
     lr: float = 1e-5  # peak learning rate (official recipe)
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW betas
     weight_decay: float = 1e-2  # decoupled weight decay
     eps: float = 1e-8  # AdamW epsilon
-    use_8bit_adam: bool = False  # bitsandbytes AdamW8bit (pip install bitsandbytes; CUDA only)
+    use_8bit_adam: Optional[bool] = None  # replaced by optim.name: true is a ConfigError, false/null mean adamw
     max_grad_norm: float = 1.0  # gradient clipping by global norm; <= 0 disables clipping (norm still logged)
     lr_scheduler: str = "constant_with_warmup"  # any diffusers.optimization.get_scheduler name
     warmup_steps: int = 500  # linear warm-up from 0 to lr over this many optimizer steps
@@ -84,6 +99,13 @@ class TrainLoopConfig:
     seed: int = 42  # seeds model-independent randomness; per-step noise is a function of (seed, step, process)
     weight_dtype: str = "auto"  # dtype of the frozen VAE/CLIP: auto (follows mixed_precision) | float32 | float16 | bfloat16
     vae_chunk_size: int = 8  # frames the VAE encodes at once
+    offload_frozen: bool = False  # keep the frozen VAE/CLIP (train.weight_dtype) on the CPU, on the GPU only to encode
+    # Frames the UNet sees per step: a random contiguous window of the (encoded) data.num_frames clip; None = all.
+    # The UNet is frame-count agnostic: inference still runs SVD's 14/25-frame windows.
+    frames_per_step: Optional[int] = None
+    # Where conditioning noise sigma_c is added: pixel (masked frames before the VAE: SVD, official) | latent (to the
+    # VAE latents of the masked frames; what data.cache_dir needs, as the cache stores noise-free latents)
+    cond_aug_space: str = "pixel"
     p_mean: float = P_MEAN  # training noise ln(sigma) ~ N(p_mean, p_std^2) (EDM / SVD; fffvdi/recipe.py)
     p_std: float = P_STD
     cond_aug_mean: float = COND_AUG_MEAN  # conditioning noise ln(sigma_c) ~ N(mean, std^2), added to the masked frames in
@@ -102,6 +124,21 @@ class TrainLoopConfig:
     motion_bucket_id: int = 127  # SVD's motion micro-condition
     find_unused_parameters: bool = False  # DDP flag; set true when some trainable weights may get no gradient
     ema: EMAConfig = field(default_factory=EMAConfig)
+
+
+@dataclass
+class LoraConfig:
+    """LoRA fine-tuning through peft (fffvdi/lora.py): adapters on the listed Linear layers, base weights frozen.
+    When enabled, the top-level `trainable` list is not used; checkpoints hold only adapters + fully trained parts."""
+
+    enabled: bool = False  # train LoRA adapters instead of the `trainable` weights
+    rank: int = 16  # adapter rank r
+    alpha: float = 16.0  # adapter scale is alpha / rank
+    dropout: float = 0.0  # dropout on the adapter input
+    target_modules: List[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))  # regexes (full match)
+    full_train: List[str] = field(default_factory=lambda: ["propagation."])  # parameter-name substrings trained fully
+    merge_on_save: bool = True  # final unet/ with adapters merged (no peft at inference); false: OUTPUT_DIR/lora
+    # holds the adapters, merged later by scripts/merge_lora.py
 
 
 @dataclass
@@ -160,6 +197,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     flow: TrainFlowConfig = field(default_factory=TrainFlowConfig)
     trainable: List[str] = field(default_factory=lambda: list(DEFAULT_TRAINABLE))  # substrings of parameter names
+    lora: LoraConfig = field(default_factory=LoraConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -172,6 +210,8 @@ CHOICES = {  # closed choices of the schema above, checked by check_train_config
     "train.mixed_precision": ("no", "fp16", "bf16"),
     "train.cond_latents": ("mode", "sample"),
     "train.weight_dtype": ("auto", "float32", "float16", "bfloat16"),
+    "train.cond_aug_space": ("pixel", "latent"),
+    "optim.name": ("adamw", "adamw8bit"),
     "logging.report_to": ("tensorboard", "none"),
     **SHARED_CHOICES,
     "model.device": None,  # checked below: auto | cpu | cuda | cuda:N
@@ -182,7 +222,8 @@ AT_LEAST = {  # numeric lower bounds
     "train.max_steps": 1, "train.batch_size": 1, "train.gradient_accumulation_steps": 1, "train.vae_chunk_size": 1,
     "data.num_frames": 2, "data.num_workers": 0, "checkpoint.every_steps": 0, "logging.every_steps": 1,
     "validation.every_steps": 0, "validation.num_steps": 1, "optim.warmup_steps": 0, "train.p_std": 0,
-    "flow.raft_iters": 1, "validation.fps": 1e-6, "optim.lr": 1e-12,
+    "flow.raft_iters": 1, "validation.fps": 1e-6, "optim.lr": 1e-12, "data.epoch_cycle": 0, "lora.rank": 1,
+    "lora.dropout": 0.0,
 }
 
 
@@ -190,6 +231,38 @@ def _fail(key: str, value: Any, fix: str) -> None:
     from fffvdi.errors import ConfigError
 
     raise ConfigError(f"{key}={value!r}: {fix}", key=key)
+
+
+def _check_lean(cfg: Any) -> None:
+    """The memory-lean options: optimizer name, LoRA, frame window, conditioning cache."""
+    import importlib.util
+
+    o, t, d = cfg.optim, cfg.train, cfg.data
+    if o.use_8bit_adam:  # the old key: false (as in older YAML files) still means adamw
+        _fail("optim.use_8bit_adam", o.use_8bit_adam, "this key was replaced: set optim.name=adamw8bit (or adamw) and "
+              "remove optim.use_8bit_adam")
+    if o.name == "adamw8bit":
+        if importlib.util.find_spec("bitsandbytes") is None:
+            _fail("optim.name", o.name, "needs bitsandbytes: pip install bitsandbytes (or use optim.name=adamw)")
+        if cfg.model.device == "cpu":
+            _fail("optim.name", o.name, "bitsandbytes' 8-bit AdamW needs a CUDA GPU; use optim.name=adamw on the CPU")
+    if not 0 <= cfg.lora.dropout < 1:
+        _fail("lora.dropout", cfg.lora.dropout, "must lie in [0, 1)")
+    if cfg.lora.enabled and importlib.util.find_spec("peft") is None:
+        _fail("lora.enabled", True, "needs peft: pip install peft")
+    n = t.frames_per_step
+    if n is not None and not 2 <= n <= d.num_frames:
+        _fail("train.frames_per_step", n, f"must lie in [2, data.num_frames={d.num_frames}], or null for all frames")
+    if d.cache_dir is not None:
+        if d.epoch_cycle < 1:
+            _fail("data.epoch_cycle", d.epoch_cycle, "must be >= 1 with data.cache_dir (0 draws new clips every "
+                  "epoch, so the cache would never be read); e.g. data.epoch_cycle=4")
+        if t.cond_aug_space != "latent":
+            _fail("train.cond_aug_space", t.cond_aug_space, "must be latent with data.cache_dir (the cache holds "
+                  "noise-free latents; pixel noise would need the VAE every step)")
+        if t.clip_source == "filled" and n is not None and n < d.num_frames:
+            _fail("train.clip_source", t.clip_source, "filled cannot be cached per window start; use masked, or "
+                  "train.frames_per_step=null")
 
 
 def check_train_config(cfg: Any) -> None:
@@ -218,6 +291,7 @@ def check_train_config(cfg: Any) -> None:
               "must lie in [0, 1] with each >= 0 (they are exclusive events of one draw)")
     if cfg.checkpoint.total_limit is not None and cfg.checkpoint.total_limit < 1:
         _fail("checkpoint.total_limit", cfg.checkpoint.total_limit, "must be >= 1, or null to keep every checkpoint")
+    _check_lean(cfg)
     if not 0 < t.ema.decay < 1:
         _fail("train.ema.decay", t.ema.decay, "must lie in (0, 1)")
     h, w = cfg.data.size

@@ -60,7 +60,8 @@ def setup_run(cfg: DictConfig) -> tuple[Any, Path, Optional[Path]]:
 
 def setup_model(cfg: DictConfig, accelerator: Any) -> tuple[Any, list[torch.nn.Parameter], torch.dtype]:
     """SVD components with the FFF-VDI UNet in float32 (AMP trains float32 weights), VAE/CLIP frozen in
-    `train.weight_dtype`; returns `(components, trainable_params, weight_dtype)`."""
+    `train.weight_dtype` (on the CPU with train.offload_frozen), LoRA adapters with lora.enabled; returns
+    `(components, trainable_params, weight_dtype)`."""
     from fffvdi.models.loading import load_svd_components
     from fffvdi.training import resolve_weight_dtype, select_trainable
 
@@ -69,13 +70,19 @@ def setup_model(cfg: DictConfig, accelerator: Any) -> tuple[Any, list[torch.nn.P
     components = load_svd_components(cfg.model.pretrained, cfg.model.checkpoint, dtype=torch.float32,
                                      device=accelerator.device, variant=cfg.model.variant,
                                      propagation=dict(cfg.model.propagation))
-    components.vae.to(dtype=weight_dtype)
-    components.image_encoder.to(dtype=weight_dtype)
+    for frozen in (components.vae, components.image_encoder):
+        frozen.to(device="cpu" if t.offload_frozen else accelerator.device, dtype=weight_dtype)
     unet = components.unet
-    params = select_trainable(unet, cfg.trainable)
+    if cfg.lora.enabled:
+        from fffvdi.lora import apply_lora
+
+        params = apply_lora(unet, cfg.lora)
+        what = f"LoRA rank {cfg.lora.rank} adapters + {list(cfg.lora.full_train)}"
+    else:
+        params, what = select_trainable(unet, cfg.trainable), f"matching {list(cfg.trainable)}"
     total, n = sum(p.numel() for p in unet.parameters()), sum(p.numel() for p in params)
-    logger.info("trainable parameters: %d of %d (%.1f %%) in %d tensors matching %s", n, total, 100.0 * n / total,
-                len(params), list(cfg.trainable))
+    logger.info("trainable parameters: %d of %d (%.1f %%) in %d tensors: %s", n, total, 100.0 * n / total,
+                len(params), what)
     if t.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     unet.train()
@@ -97,10 +104,14 @@ def setup_optimizer(cfg: DictConfig, params: list[torch.nn.Parameter], accelerat
 
 def setup_data(cfg: DictConfig, clips: torch.utils.data.Dataset) -> torch.utils.data.DataLoader:
     """Batches of `clips` (+ DIS flows estimated in the workers), shuffled reproducibly per (seed, epoch)."""
+    from fffvdi.train_cache import EpochCycle
     from fffvdi.training import FlowClipDataset
 
     t = cfg.train
-    flows_in_workers = cfg.flow.in_workers and cfg.flow.method == "dis"
+    if cfg.data.epoch_cycle:
+        clips = EpochCycle(clips, cfg.data.epoch_cycle)
+    # With the conditioning cache, flows are estimated only for clips it lacks (in the main process).
+    flows_in_workers = cfg.flow.in_workers and cfg.flow.method == "dis" and cfg.data.cache_dir is None
     dataset = FlowClipDataset(clips, cfg.flow.method, cfg.flow.cache_dir) if flows_in_workers else clips
     loader = torch.utils.data.DataLoader(dataset, batch_size=t.batch_size, shuffle=True, drop_last=True,
                                          num_workers=cfg.data.num_workers,
@@ -131,6 +142,10 @@ def resume(accelerator: Any, resume_dir: Optional[Path], cfg: DictConfig) -> int
         if cfg.checkpoint.resume_from_checkpoint is not None:
             logger.info("no complete checkpoint in %s to resume from; starting at step 0", cfg.checkpoint.output_dir)
         return 0
+    saved_lora = (resume_dir / "lora").is_dir()
+    if saved_lora != cfg.lora.enabled and accelerator.distributed_type.name != "DEEPSPEED":
+        have, want = ("LoRA adapters", "lora.enabled=true") if saved_lora else ("a full UNet", "lora.enabled=false")
+        raise InputError(f"checkpoint {resume_dir} holds {have}; resume it with {want} (see its config.yaml)")
     try:
         accelerator.load_state(str(resume_dir))
     except (OSError, EOFError, RuntimeError, ValueError, KeyError, ImportError) as err:  # torch.load/pickle failures
@@ -144,17 +159,29 @@ def resume(accelerator: Any, resume_dir: Optional[Path], cfg: DictConfig) -> int
 
 # --- one step and what follows it -----------------------------------------------------------------
 def micro_step(accelerator: Any, conditioner: Any, denoiser: Any, batch: dict, params: list[torch.nn.Parameter],
-               optimizer: Any, lr_scheduler: Any, cfg: DictConfig, generator: torch.Generator) -> tuple[float, Any]:
+               optimizer: Any, lr_scheduler: Any, cfg: DictConfig, generator: torch.Generator,
+               cache: Any = None) -> tuple[float, Any]:
     """Flows, conditioning, EDM loss, backward, clipping and the (accumulated) optimizer step for one batch.
 
     Call inside `accelerator.accumulate(unet)`. Returns `(loss, grad_norm or None)`.
     """
-    from fffvdi.training import batch_flows, encode_batch
+    from fffvdi.train_cache import draw_conditioning, encode_batch_latent, window_start
+    from fffvdi.training import batch_flows, encode_batch, item_flows
 
     t = cfg.train
-    flows_fw, flows_bw = batch_flows(batch, conditioner.flow_fn, cfg.flow.cache_dir)
-    z0, cond = encode_batch(conditioner, batch["frames"], batch["masks"], flows_fw.to(accelerator.device),
-                            flows_bw.to(accelerator.device), t, generator)
+    clip_len = batch["frames"].shape[1]
+    n = min(t.frames_per_step or clip_len, clip_len)
+    start = window_start(clip_len, t.frames_per_step, generator)  # this step's frame window [start, start + n)
+    if t.cond_aug_space == "latent":  # encode the whole clip (or read it from the cache), then draw the window
+        enc = encode_batch_latent(conditioner, batch, cfg, cache,
+                                  lambda i: item_flows(batch, i, conditioner.flow_fn, cfg.flow.cache_dir))
+        z0, cond = draw_conditioning(enc, t, conditioner.c.vae.config.scaling_factor, start, n, generator)
+    else:  # pixel noise before the VAE: encode only the window's frames
+        flows_fw, flows_bw = batch_flows(batch, conditioner.flow_fn, cfg.flow.cache_dir)  # whole clip [B, F-1, ...]
+        frames, pairs = slice(start, start + n), slice(start, start + n - 1)
+        z0, cond = encode_batch(conditioner, batch["frames"][:, frames], batch["masks"][:, frames],
+                                flows_fw[:, pairs].to(accelerator.device), flows_bw[:, pairs].to(accelerator.device),
+                                t, generator)
     if denoiser.net_dtype not in (None, torch.float32):  # DeepSpeed fp16/bf16: no autocast, propagation inputs must match
         cond = cond.to(dtype=denoiser.net_dtype)
     loss, _ = denoiser.loss(z0, cond, generator=generator, mask_weight=t.mask_weight)
@@ -222,6 +249,9 @@ def validate(accelerator: Any, cfg: DictConfig, pipe: Any, raw_unet: Any, ema: A
 
     if accelerator.is_main_process:
         raw_unet.eval()
+        frozen = (pipe.c.vae, pipe.c.image_encoder)
+        for m in frozen if cfg.train.offload_frozen else ():
+            m.to(accelerator.device)
         if ema is not None:  # validate the EMA weights, then put the training weights back
             ema.store(params)
             ema.copy_to(params)
@@ -229,6 +259,8 @@ def validate(accelerator: Any, cfg: DictConfig, pipe: Any, raw_unet: Any, ema: A
             result = pipe(*clip, generator=torch.Generator().manual_seed(cfg.validation.seed))
         if ema is not None:
             ema.restore(params)
+        for m in frozen if cfg.train.offload_frozen else ():
+            m.to("cpu")
         raw_unet.train()
         video = side_by_side(clip[0], clip[1], result)  # [F, H, 3W, 3]
         path = write_video(out_dir / "validation" / f"step-{step}.mp4", video, cfg.validation.fps)
@@ -241,8 +273,9 @@ def validate(accelerator: Any, cfg: DictConfig, pipe: Any, raw_unet: Any, ema: A
 
 def save_final(accelerator: Any, cfg: DictConfig, raw_unet: Any, ema: Any, params: list[torch.nn.Parameter],
                out_dir: Path) -> None:
-    """`unet/` (EMA weights if enabled) + config.yaml, once every process is known to hold the same weights."""
-    from fffvdi.training import check_ranks_agree
+    """`unet/` (EMA weights if enabled; LoRA adapters merged) + config.yaml, once every process is known to hold the
+    same weights; with lora.merge_on_save=false `lora/` (adapters + propagation module) instead of unet/."""
+    from fffvdi.training import check_ranks_agree, lora_base
 
     accelerator.wait_for_everyone()
     if accelerator.num_processes > 1:
@@ -252,9 +285,16 @@ def save_final(accelerator: Any, cfg: DictConfig, raw_unet: Any, ema: Any, param
     if accelerator.is_main_process:
         from fffvdi.checkpointing import replace_folder
 
-        if (out_dir / "unet.tmp").exists():  # left by a run killed while saving: no stale file may survive
-            shutil.rmtree(out_dir / "unet.tmp")
-        raw_unet.save_pretrained(out_dir / "unet.tmp")
-        replace_folder(out_dir / "unet.tmp", out_dir / "unet")  # a kill leaves the old unet/ or the new one
+        from fffvdi.lora import merge_lora, save_lora
+
+        lora, merge = cfg.lora.enabled, cfg.lora.merge_on_save
+        name = "lora" if lora and not merge else "unet"
+        if (out_dir / f"{name}.tmp").exists():  # left by a run killed while saving: no stale file may survive
+            shutil.rmtree(out_dir / f"{name}.tmp")
+        if name == "lora":
+            save_lora(raw_unet, out_dir / "lora.tmp", cfg.lora, lora_base(cfg))
+        else:
+            (merge_lora(raw_unet) if lora else raw_unet).save_pretrained(out_dir / "unet.tmp")
+        replace_folder(out_dir / f"{name}.tmp", out_dir / name)  # a kill leaves the old folder or the new one
         save_config(cfg, out_dir / "config.yaml")
-        logger.info("saved the trained UNet to %s", out_dir / "unet")
+        logger.info("saved the trained UNet%s to %s", " (LoRA merged)" if lora and merge else "", out_dir / name)

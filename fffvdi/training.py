@@ -77,15 +77,25 @@ def flat_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 def build_optimizer(params: list[torch.nn.Parameter], o: DictConfig) -> torch.optim.Optimizer:
-    """AdamW, or bitsandbytes' AdamW8bit when optim.use_8bit_adam is set."""
-    cls = torch.optim.AdamW
-    if o.use_8bit_adam:
+    """optim.name: adamw (torch AdamW) | adamw8bit (bitsandbytes' AdamW8bit, parameters on a CUDA GPU)."""
+    if o.get("use_8bit_adam"):  # the old key: false still means adamw
+        raise ConfigError("optim.use_8bit_adam was replaced: set optim.name=adamw8bit (or adamw) and remove "
+                          "optim.use_8bit_adam", key="optim.use_8bit_adam")
+    name = o.get("name", "adamw")
+    if name == "adamw":
+        cls = torch.optim.AdamW
+    elif name == "adamw8bit":
         try:
             import bitsandbytes as bnb
         except ImportError:
-            raise ConfigError("optim.use_8bit_adam=true needs bitsandbytes (pip install bitsandbytes); "
-                              "or set optim.use_8bit_adam=false") from None
+            raise ConfigError("optim.name=adamw8bit needs bitsandbytes: pip install bitsandbytes (or set "
+                              "optim.name=adamw)", key="optim.name") from None
+        if any(p.device.type != "cuda" for p in params):
+            raise ConfigError("optim.name=adamw8bit needs the trainable weights on a CUDA GPU (bitsandbytes' 8-bit "
+                              "kernels); use optim.name=adamw on the CPU", key="optim.name")
         cls = bnb.optim.AdamW8bit
+    else:
+        raise ConfigError(f"optim.name={name!r}: use adamw or adamw8bit", key="optim.name")
     return cls(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, eps=o.eps)
 
 
@@ -109,15 +119,23 @@ def prepare_run_dir(output_dir: str | Path, resuming: bool, overwrite: bool, mai
     return out
 
 
-def register_unet_checkpoint_hooks(accelerator: Any) -> None:
-    """Make accelerator.save_state/load_state store the UNet as CKPT/unet (FFFVDIUNet.save_pretrained) only once."""
+def register_unet_checkpoint_hooks(accelerator: Any, cfg: DictConfig | None = None) -> None:
+    """Make accelerator.save_state/load_state store the UNet as CKPT/unet (FFFVDIUNet.save_pretrained) only once, or
+    with LoRA (`cfg.lora.enabled`) only its adapters + propagation module as CKPT/lora (fffvdi/lora.py)."""
+    from fffvdi.lora import load_lora, save_lora
     from fffvdi.models.unet import FFFVDIUNet
+
+    lora = cfg is not None and cfg.lora.enabled
 
     def save_hook(models: list, weights: list, output_dir: str) -> None:
         crash_point("saving", int(Path(output_dir).name.split("-")[-1].split(".")[0]))
         if accelerator.is_main_process:
             for model in models:
-                accelerator.unwrap_model(model).save_pretrained(Path(output_dir) / "unet")
+                raw = accelerator.unwrap_model(model)
+                if lora:
+                    save_lora(raw, Path(output_dir) / "lora", cfg.lora, lora_base(cfg))
+                else:
+                    raw.save_pretrained(Path(output_dir) / "unet")
         while weights:  # empty under DeepSpeed, which saves its own engine state
             weights.pop()
 
@@ -126,12 +144,20 @@ def register_unet_checkpoint_hooks(accelerator: Any) -> None:
             return  # DeepSpeed restores its engine (weights + optimizer) itself
         while models:
             model = accelerator.unwrap_model(models.pop())
+            if lora:  # resume() checked that the checkpoint holds lora/
+                load_lora(model, Path(input_dir) / "lora")
+                continue
             loaded = FFFVDIUNet.from_pretrained(Path(input_dir) / "unet")
             model.load_state_dict(loaded.state_dict())
             del loaded
 
     accelerator.register_save_state_pre_hook(save_hook)
     accelerator.register_load_state_pre_hook(load_hook)
+
+
+def lora_base(cfg: DictConfig) -> dict[str, Any]:
+    """The base UNet LoRA adapters of this run apply to (stored as base.json beside them)."""
+    return {"pretrained": cfg.model.pretrained, "checkpoint": cfg.model.checkpoint, "variant": cfg.model.variant}
 
 
 # --- flows ----------------------------------------------------------------------------------------
@@ -162,12 +188,17 @@ def batch_flows(batch: dict, estimator: Any, cache_dir: str | None) -> tuple[tor
     """`[B, F-1, 2, H, W]` flows for a collated batch; those the dataloader workers computed are used as they are."""
     if "flows_fw" in batch:
         return batch["flows_fw"], batch["flows_bw"]
-    pairs = [
-        clip_flows(batch["frames"][i], flow_cache_key(batch["frames"][i], vid, batch["start"][i], batch["stride"][i]),
-                   estimator, cache_dir)
-        for i, vid in enumerate(batch["video_id"])
-    ]
+    pairs = [item_flows(batch, i, estimator, cache_dir) for i in range(len(batch["video_id"]))]
     return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+
+def item_flows(batch: dict, i: int, estimator: Any, cache_dir: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw pixel flows `[F-1, 2, H, W]` of clip i of a batch: the workers' if given, else estimated (flow cache)."""
+    if "flows_fw" in batch:
+        return batch["flows_fw"][i], batch["flows_bw"][i]
+    frames = batch["frames"][i]
+    key = flow_cache_key(frames, batch["video_id"][i], batch["start"][i], batch["stride"][i])
+    return clip_flows(frames, key, estimator, cache_dir)
 
 
 class FlowClipDataset(torch.utils.data.Dataset):

@@ -8,6 +8,10 @@ Resuming (checkpoint.resume_from_checkpoint=latest|PATH) restores weights, optim
 skips the batches already seen in the current epoch (accelerator.skip_first_batches; the clip order of an epoch is a
 function of (seed, epoch)). All training noise is drawn from a generator seeded by (seed, micro-step, process), so a
 resumed run reproduces the uninterrupted one exactly.
+
+With lora.enabled, only peft LoRA adapters (+ the propagation module) train; checkpoints hold those alone
+(checkpoint-N/lora/) and the final unet/ has them merged (lora.merge_on_save=false: OUTPUT_DIR/lora/, merged later by
+scripts/merge_lora.py). configs/train_24gb.yaml is the one-24-GB-GPU recipe (LoRA, 8-bit AdamW, conditioning cache).
 """
 from __future__ import annotations
 
@@ -50,6 +54,7 @@ def main(argv: list[str] | None = None) -> TrainResult:
     from fffvdi.conditioning import Conditioner
     from fffvdi.edm import EDMDenoiser
     from fffvdi.pipeline import FFFVDIPipeline
+    from fffvdi.train_cache import ConditioningCache, cache_settings, offloader
     from fffvdi.train_run import (
         StepLog, micro_step, resume, save_checkpoint, save_final, setup_data, setup_ema, setup_model, setup_optimizer,
         setup_run, validate,
@@ -75,10 +80,13 @@ def main(argv: list[str] | None = None) -> TrainResult:
     raw_unet = accelerator.unwrap_model(unet)
     params = [p for p in raw_unet.parameters() if p.requires_grad]  # DeepSpeed may have re-created them
     ema = setup_ema(cfg, params, accelerator)
-    register_unet_checkpoint_hooks(accelerator)
+    register_unet_checkpoint_hooks(accelerator, cfg)
     denoiser = EDMDenoiser(unet, t.p_mean, t.p_std, net_dtype=raw_unet.dtype)
     # Conditioning (flows, VAE, CLIP) by the same code inference uses; the pipeline renders validation clips.
-    conditioner = Conditioner(components, cfg.flow, accelerator.device, weight_dtype, t.vae_chunk_size)
+    # With train.offload_frozen the VAE/CLIP visit the GPU only to encode; data.cache_dir encodes each clip draw once.
+    conditioner = Conditioner(components, cfg.flow, accelerator.device, weight_dtype, t.vae_chunk_size,
+                              offloader(accelerator.device) if t.offload_frozen else None)
+    cache = ConditioningCache(cfg.data.cache_dir, cache_settings(cfg)) if cfg.data.cache_dir else None
     pipe = FFFVDIPipeline(components, inference_config(cfg), accelerator.device, weight_dtype)
     accelerator.init_trackers("fffvdi", config=flat_config(cfg))
 
@@ -102,7 +110,7 @@ def main(argv: list[str] | None = None) -> TrainResult:
             micro += 1
             with accelerator.accumulate(unet):
                 loss, grad_norm = micro_step(accelerator, conditioner, denoiser, batch, params, optimizer, lr_scheduler,
-                                             cfg, generator)
+                                             cfg, generator, cache)
             loss_sum += loss / t.gradient_accumulation_steps
             if not accelerator.sync_gradients:
                 continue
@@ -132,7 +140,8 @@ if __name__ == "__main__":
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except torch.cuda.OutOfMemoryError:
-        print("error: out of GPU memory; set train.gradient_checkpointing=true, lower data.size / data.num_frames, "
-              "or train fewer weights (trainable=[...]); resume with checkpoint.resume_from_checkpoint=latest",
+        print("error: out of GPU memory; set train.gradient_checkpointing=true, lower data.size / "
+              "train.frames_per_step, or use configs/train_24gb.yaml (LoRA, 8-bit AdamW, cache, offload); resume with "
+              "checkpoint.resume_from_checkpoint=latest",
               file=sys.stderr)
         sys.exit(2)

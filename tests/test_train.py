@@ -223,9 +223,12 @@ def test_8bit_adam_without_bitsandbytes_is_a_config_error():
         pytest.skip("bitsandbytes is installed")
     except ImportError:
         pass
-    o = OmegaConf.create(dict(lr=1e-5, betas=[0.9, 0.999], weight_decay=0.0, eps=1e-8, use_8bit_adam=True))
+    o = OmegaConf.create(dict(name="adamw8bit", lr=1e-5, betas=[0.9, 0.999], weight_decay=0.0, eps=1e-8))
     with pytest.raises(ConfigError, match="pip install bitsandbytes"):
         build_optimizer([torch.nn.Parameter(torch.zeros(2))], o)
+    with pytest.raises(ConfigError, match="optim.name=adamw8bit"):  # the old key names its replacement
+        build_optimizer([torch.nn.Parameter(torch.zeros(2))], OmegaConf.merge(o, {"name": "adamw",
+                                                                                  "use_8bit_adam": True}))
 
 
 def test_select_trainable_by_name_pattern():
