@@ -82,7 +82,9 @@ class PropagateConfig:
 class InferenceConfig:
     """Everything scripts/inference.py reads."""
 
-    method: str = "fffvdi"  # fffvdi (diffusion) | propagate (weight-free flow propagation) | telea (per-frame spatial)
+    method: str = "auto"  # auto (fffvdi when model.checkpoint is set, else propagate; resolved before the output is
+    #   named and saved resolved in config.yaml) | fffvdi (diffusion) | propagate (weight-free flow propagation) |
+    #   telea (per-frame spatial)
     model: ModelConfig = field(default_factory=ModelConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
@@ -125,10 +127,31 @@ def resolve_canvas(cfg) -> None:
         cfg.window.width = size[1]
 
 
+AUTO_NOTICE = (
+    "method auto -> propagate (weight-free flow propagation): no model.checkpoint given. For the diffusion result "
+    "pass --checkpoint UNET_FOLDER (the unet/ folder scripts/train.py saves); it also needs SVD-XT, a gated hub "
+    "model: accept its licence on huggingface.co/{hub_id} and run `huggingface-cli login`, or pass a local "
+    "copy with model.pretrained=DIR"
+)
+
+
+def resolve_method(cfg) -> str:
+    """Replace `method: auto` by the method it means (fffvdi with a checkpoint, else propagate, with a notice why)."""
+    if cfg.method == "auto":
+        cfg.method = "fffvdi" if cfg.model.checkpoint else "propagate"
+        if cfg.method == "propagate":
+            import logging
+
+            from fffvdi.config import DEFAULT_PRETRAINED
+
+            logging.getLogger(__name__).warning("notice: " + AUTO_NOTICE.format(hub_id=DEFAULT_PRETRAINED))
+    return cfg.method
+
+
 # Config keys with a closed set of values. Kept here (not beside their users) so the check runs before
 # torch, diffusers or a model is imported; tests keep them equal to the users' own tuples.
 CHOICES = {
-    "method": ("fffvdi", "propagate", "telea"),
+    "method": ("auto", "fffvdi", "propagate", "telea"),
     "model.dtype": ("float32", "float16", "bfloat16", "fp32", "fp16", "bf16"),
     **SHARED_CHOICES,
     "mask.resize": ("nearest", "stretch", "error"),

@@ -9,6 +9,13 @@ OUT.partial/, renamed to OUT only once complete, so a folder OUT is always a fin
 An interrupted run (Ctrl-C, an error, a full disk) leaves OUT.partial/: --resume continues it
 from the last finished window with the same result as an uninterrupted run (the `propagate`
 method starts it over), --overwrite starts over. An existing OUT is replaced only with --overwrite.
+
+Many videos: --video-list LIST (lines `VIDEO MASK [OUTPUT]`) or --video PARENT --mask MASKPARENT (one video per
+subfolder or video file, masks matched by name): the model is built once, each video gets OUT/<name>/, a failed
+video is reported and the rest go on, OUT/summary.json records every video; the exit status is the number of
+failed videos. Under `accelerate launch` the videos are shared out over the processes (fffvdi/batch.py).
+Masks from one annotation: --box x,y,w,h (or --mask ONE.png) with --mask-frame K are tracked over the video
+(fffvdi.tracking) and saved in OUT/masks/ before inpainting.
 """
 from __future__ import annotations
 
@@ -17,10 +24,12 @@ import logging
 import sys
 import warnings
 from pathlib import Path
+from typing import Callable, Optional
 
 from fffvdi.config import load_config
-from fffvdi.errors import FFFVDIError
-from fffvdi.inference_config import InferenceConfig, check_inference_config, resolve_canvas
+from fffvdi.errors import FFFVDIError, InputError
+from fffvdi.io import MaskSource, default_output_dir, list_images, open_video
+from fffvdi.inference_config import InferenceConfig, check_inference_config, resolve_canvas, resolve_method
 
 logger = logging.getLogger("inference")
 
@@ -31,12 +40,22 @@ class Interrupted(FFFVDIError):
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--video", required=True, help="frames folder (jpg/png) or video file (mp4/avi/mov)")
-    p.add_argument("--mask", required=True, help="masks folder, one image for all frames, or a mask video")
+    p.add_argument("--video", default=None, help="frames folder (jpg/png) or video file (mp4/avi/mov); or a folder "
+                   "of such videos (then --mask is a folder of masks named like them and --output their parent)")
+    p.add_argument("--mask", default=None, help="masks folder, one image for all frames, or a mask video; with "
+                   "--mask-frame K: one annotation image of frame K, tracked over the video")
+    p.add_argument("--video-list", default=None, help="text file, one 'VIDEO MASK [OUTPUT]' per line (# comments; "
+                   "VIDEO/MASK relative to the file, OUTPUT to --output): many videos, one model load")
+    p.add_argument("--box", default=None, help="x,y,w,h: the object's box on frame --mask-frame (default 0); masks "
+                   "are tracked over the video and saved in OUT/masks/")
+    p.add_argument("--mask-frame", type=int, default=None, help="frame index the --box or --mask annotation is drawn on")
+    p.add_argument("--tracker", default="flow", help="mask tracker for --box/--mask-frame: flow (weight-free) | sam2")
+    p.add_argument("--sam2", default=None, help="SAM 2 hub id or local folder for --tracker sam2")
     p.add_argument("--config", default=None, help="YAML config (defaults: fffvdi/inference_config.py)")
     p.add_argument("--output", default=None, help="output folder (default results/<name>-<method>/: <name> is the "
                    "video file's stem or the frames folder's name, its parent's if the folder is frames/, images/, ...)")
-    p.add_argument("--method", choices=["fffvdi", "propagate", "telea"], default=None, help="overrides method")
+    p.add_argument("--method", choices=["auto", "fffvdi", "propagate", "telea"], default=None,
+                   help="overrides method (auto: fffvdi with --checkpoint, else propagate)")
     p.add_argument("--checkpoint", default=None, help="fine-tuned FFF-VDI UNet folder (overrides model.checkpoint)")
     p.add_argument("--fps", type=float, default=None, help="fps of a frames-folder input (default 24)")
     p.add_argument("--overwrite", action="store_true",
@@ -57,40 +76,200 @@ def build_config(args: argparse.Namespace):
         overrides.append("output.overwrite=true")
 
     def check(cfg) -> None:
+        resolve_method(cfg)  # before the output folder is named: results/<name>-<method> says what ran
         resolve_canvas(cfg)  # an unset canvas follows the checkpoint's training size
         check_inference_config(cfg)
 
     return load_config(InferenceConfig, args.config, overrides, check=check)  # errors say where a value was set
 
 
-def run(args: argparse.Namespace) -> Path:
-    """Check everything, then read, inpaint window by window and write; returns the finished output folder."""
+def run(args: argparse.Namespace) -> int:
+    """One video, or a batch of them; returns the exit status."""
+    from fffvdi.batch import is_video_parent
+
+    if args.video_list is None and (args.video is None or (args.mask is None and args.box is None)):
+        raise InputError("pass --video and --mask (or --box), or --video-list LIST")
+    if args.video_list is not None or is_video_parent(args.video):
+        return run_batch(args)
+    cfg = build_config(args)
+    annotation = _annotation(args)
+    out = inpaint_video(cfg, args.video, args.mask, cfg.output.dir or default_output_dir(args.video, cfg.method),
+                        args.resume, _method_once(cfg), annotation)
+    print(f"done: {out}")
+    return 0
+
+
+def _annotation(args: argparse.Namespace) -> Optional[dict]:
+    """The one-frame annotation to track ({'frame', 'box'} or {'frame', 'image'}), or None for per-frame masks."""
+    if args.box is None and args.mask_frame is None:
+        return None
+    if args.box is not None and args.mask is not None:
+        raise InputError("pass either --box or --mask with --mask-frame, not both")
+    frame = 0 if args.mask_frame is None else args.mask_frame
+    if frame < 0:
+        raise InputError(f"--mask-frame {frame} is negative; pass the index of the annotated frame (0 = first)")
+    if args.box is None:
+        return {"frame": frame, "image": str(Path(args.mask).resolve()), "tracker": args.tracker, "sam2": args.sam2}
+    try:
+        box = [int(v) for v in args.box.split(",")]
+    except ValueError:
+        box = []
+    if len(box) != 4 or box[2] <= 0 or box[3] <= 0 or min(box) < 0:
+        raise InputError(f"--box {args.box!r} is not x,y,w,h in pixels (w, h > 0), e.g. --box 120,40,64,80")
+    return {"frame": frame, "box": box, "tracker": args.tracker, "sam2": args.sam2}
+
+
+def _method_once(cfg) -> Callable[[], object]:
+    """The method, built on first use and reused for every video (None until asked: a finished run needs none)."""
+    built = []
+
+    def get():
+        from fffvdi.methods import build_method
+
+        if not built:
+            built.append(build_method(cfg))
+        return built[0]
+
+    return get
+
+
+def inpaint_video(cfg, video_path, mask_path, out_dir, resume: bool, method, annotation: Optional[dict] = None) -> Path:
+    """Check one video's inputs and output, then inpaint it into `out_dir` (via OUT.partial/); returns `out_dir`."""
     from omegaconf import OmegaConf
 
-    from fffvdi.io import MaskSource, default_output_dir, open_video
     from fffvdi.io.partial import PartialOutput
 
-    cfg = build_config(args)
-    video = open_video(args.video, fps=cfg.fps)  # reads every frame's header: a bad frame fails now
-    masks = MaskSource.for_video(
-        args.mask, video, threshold=cfg.mask.threshold, dilate=cfg.mask.dilate, resize=cfg.mask.resize,
-        mode=cfg.mask.mode,
-    )
-    masks.check()  # reads every mask: errors now if one is bad or all is hole, warns if nothing is
-    out = PartialOutput(cfg.output.dir or default_output_dir(args.video, cfg.method), cfg.output.overwrite, args.resume)
-    out.check()
-    info = {"video": str(Path(args.video).resolve()), "mask": str(Path(args.mask).resolve()), "frames": len(video),
-            "size": list(video.size), "fps": video.fps}
-    out.begin(OmegaConf.to_yaml(cfg, resolve=True), info)
+    video = open_video(video_path, fps=cfg.fps)  # reads every frame's header: a bad frame fails now
+    masks = None
     try:
-        return _inpaint(cfg, video, masks, out)
-    except BaseException as err:
-        if out.discard_if_unused():  # a failed start (e.g. model loading): nothing worth keeping
-            raise _explained(err, None) from None
-        raise _explained(err, out.partial) from None
+        if annotation is None:
+            masks = MaskSource.for_video(mask_path, video, threshold=cfg.mask.threshold, dilate=cfg.mask.dilate,
+                                         resize=cfg.mask.resize, mode=cfg.mask.mode)
+            masks.check()  # reads every mask: errors now if one is bad or all is hole, warns if nothing is
+            info = {"mask": str(Path(mask_path).resolve())}
+        else:
+            seed = _seed_mask(annotation, video)  # a bad annotation fails before anything is written
+            info = {"annotation": annotation}
+        out = PartialOutput(out_dir, cfg.output.overwrite, resume)
+        out.check()
+        info.update(video=str(Path(video_path).resolve()), frames=len(video), size=list(video.size), fps=video.fps)
+        out.begin(OmegaConf.to_yaml(cfg, resolve=True), info)
+        try:
+            if annotation is not None:
+                masks = _tracked_masks(cfg, video, seed, annotation, out)
+            return _inpaint(cfg, video, masks, out, method)
+        except BaseException as err:
+            if out.discard_if_unused():  # a failed start (e.g. model loading): nothing worth keeping
+                raise _explained(err, None) from None
+            raise _explained(err, out.partial) from None
     finally:
         video.close()
-        masks.close()
+        if masks is not None:
+            masks.close()
+
+
+def _seed_mask(annotation: dict, video):
+    """bool [H, W]: the annotation on its frame, checked against the video."""
+    from fffvdi.tracking import box_mask, read_annotation
+
+    frame, size = annotation["frame"], tuple(video.size)
+    if frame >= len(video):
+        raise InputError(f"--mask-frame {frame} is past the video's last frame ({len(video) - 1}); pass 0..{len(video) - 1}")
+    if "box" in annotation:
+        x, y, w, h = annotation["box"]
+        if x >= size[1] or y >= size[0]:
+            raise InputError(f"--box {x},{y},{w},{h} starts outside the {size[0]}x{size[1]} (HxW) frames")
+        seed = box_mask(tuple(annotation["box"]), size)
+    else:
+        seed = read_annotation(annotation["image"], size)
+    if not seed.any():
+        raise InputError(f"the annotation of frame {frame} marks no pixel; draw the object (white) on it")
+    return seed
+
+
+def _tracked_masks(cfg, video, seed, annotation: dict, out) -> MaskSource:
+    """Track the annotation over the video into OUT/masks/ (kept when resuming) and read them as the mask input."""
+    from fffvdi.tracking import save_masks, track_masks
+
+    folder = out.partial / "masks"
+    if not (out.resumed and folder.is_dir() and len(list_images(folder)) == len(video)):
+        frames = video.read(0, len(video))  # uint8 [T, H, W, 3]: the tracker sees the whole clip
+        logger.info("tracking the annotation of frame %d over %d frames", annotation["frame"], len(video))
+        tracked = track_masks(frames, seed, annotation["frame"], tracker=annotation["tracker"],
+                              sam2=annotation["sam2"], progress=True)  # bool [T, H, W]
+        save_masks(tracked, list(video.names), folder, frames=frames, fps=video.fps, overwrite=True)
+    masks = MaskSource.for_video(folder, video, threshold=cfg.mask.threshold, dilate=cfg.mask.dilate,
+                                 resize=cfg.mask.resize, mode=cfg.mask.mode)
+    masks.check()
+    return masks
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    """Many videos (--video-list or a parent folder), sharded over `accelerate launch` processes; returns the exit
+    status (failed videos, capped at 100). Up-front problems (config, list, unmatched masks) fail every process."""
+    import copy
+
+    from fffvdi import batch
+    from fffvdi.evaluation.shards import agree, all_gather, finish, process_state, rank_device, shard
+
+    state = process_state()
+    error = None
+    try:
+        cfg = build_config(args)
+        if args.box is not None or args.mask_frame is not None:
+            raise InputError("--box/--mask-frame annotate one video; track each video's masks first "
+                             "(scripts/inference.py --video V --box ...) and list them")
+        source = args.video_list or args.video
+        root = Path(cfg.output.dir or default_output_dir(source, cfg.method))
+        if args.video_list is not None:
+            jobs = batch.read_video_list(args.video_list, root)
+        else:
+            jobs = batch.scan_parent(args.video, args.mask or "", root)
+    except FFFVDIError as err:
+        error = err
+    try:
+        agree(state, error)  # every process fails alike, before any writes
+    except FFFVDIError as err:
+        finish(state, err)
+        raise
+    mine = shard(jobs, state.process_index, state.num_processes)
+    method_cfg = copy.deepcopy(cfg)
+    method_cfg.model.device = rank_device(cfg.model.device, state)  # each process on its own GPU
+    method = _method_once(method_cfg)
+
+    def job_cfg(job):
+        one = copy.deepcopy(cfg)
+        one.output.dir = str(job.output)  # config.yaml says where this video's result is
+        return one
+
+    def check(job) -> Optional[str]:
+        if (job.output / "config.yaml").is_file() and not cfg.output.overwrite:
+            return "skip"  # a finished result: kept
+        from fffvdi.io.partial import PartialOutput
+
+        with open_video(job.video, fps=cfg.fps) as video:  # every frame's header and every mask, as for one video
+            masks = MaskSource.for_video(job.mask, video, threshold=cfg.mask.threshold, dilate=cfg.mask.dilate,
+                                         resize=cfg.mask.resize, mode=cfg.mask.mode)
+            try:
+                masks.check()
+            finally:
+                masks.close()
+        PartialOutput(job.output, cfg.output.overwrite, args.resume).check()
+        return None
+
+    def run_one(job) -> None:
+        inpaint_video(job_cfg(job), job.video, job.mask, job.output, args.resume, method)
+
+    logger.info("%d videos, %d on this process -> %s", len(jobs), len(mine), root)
+    outcomes = batch.run_jobs(mine, check, run_one, rank=state.process_index, fatal=(Interrupted,))
+    gathered = all_gather(state, outcomes)  # also the barrier: every process has finished its videos
+    order = {str(job.output): i for i, job in enumerate(jobs)}
+    outcomes = sorted((o for part in gathered for o in part), key=lambda o: order[o.output])
+    if state.is_main_process:
+        path = batch.write_summary(root, outcomes, cfg.method, state.num_processes)
+        print(f"{batch.summary_line(outcomes)}; {path}", flush=True)
+    finish(state)
+    return batch.exit_status(outcomes)
 
 
 def _explained(err: BaseException, partial) -> BaseException:
@@ -114,13 +293,13 @@ def _explained(err: BaseException, partial) -> BaseException:
     return err  # a bug: keep its traceback
 
 
-def _inpaint(cfg, video, masks, out) -> Path:
-    """Run the method into `out.partial` (resuming it if asked), encode the mp4s and finish the folder."""
+def _inpaint(cfg, video, masks, out, method: Callable[[], object]) -> Path:
+    """Run the method (`method()` builds it once) into `out.partial` (resuming it if asked), encode the mp4s and
+    finish the folder."""
     from fffvdi.io import VideoWriter, encode_outputs, png_name
-    from fffvdi.methods import build_method
 
     progress = out.progress()
-    process = build_method(cfg) if not progress["complete"] else None  # complete: only the mp4s are missing
+    process = method() if not progress["complete"] else None  # complete: only the mp4s are missing
     resumable = getattr(process, "resumable", False)
     if out.resumed and process is not None and not resumable:
         logger.warning("--resume: method %s streams over the whole video and cannot resume; starting %s again "
@@ -155,7 +334,7 @@ def _inpaint(cfg, video, masks, out) -> Path:
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        out = run(parse_args(argv))
+        return run(parse_args(argv))
     except Interrupted as err:
         print(f"{err}", file=sys.stderr)
         return 130
@@ -163,10 +342,9 @@ def main(argv=None) -> int:
         print("interrupted; nothing was written", file=sys.stderr)
         return 130
     except FFFVDIError as err:
-        print(f"error: {err}", file=sys.stderr)
+        sys.stderr.write(f"error: {err}\n")  # one write: the lines of several processes sharing stderr do not mix
+        sys.stderr.flush()
         return 2
-    print(f"done: {out}")
-    return 0
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -89,7 +89,7 @@ def one_line_error(capsys, code: int) -> str:
 def test_bad_config_fails_in_one_line_before_any_work(tmp_path, capsys, no_model, override, needle):
     frames_dir, masks_dir = write_clip(tmp_path / "in", translating_frames((2, 0), 4), box_masks(4, 64, 96))
     out = tmp_path / "o"
-    code = CLI.main(["--video", str(frames_dir), "--mask", str(masks_dir), "--output", str(out),
+    code = CLI.main(["--video", str(frames_dir), "--mask", str(masks_dir), "--output", str(out), "method=fffvdi",
                      "window.num_frames=6", "window.overlap=2", "window.height=64", "window.width=128", override])
     assert needle in one_line_error(capsys, code)
     assert not out.exists() and not (tmp_path / "o.partial").exists()
@@ -104,7 +104,7 @@ def test_config_choices_match_the_code_that_uses_them():
     from fffvdi.propagation.pixels import COMBINE
     from fffvdi.propagation.video import BLEND
 
-    assert CHOICES["sampling.clip_source"] == CLIP_SOURCES and CHOICES["method"] == tuple(METHODS)
+    assert CHOICES["sampling.clip_source"] == CLIP_SOURCES and CHOICES["method"] == ("auto", *METHODS)
     assert CHOICES["mask.resize"] == RESIZE_MODES and CHOICES["mask.mode"] == MASK_MODES
     assert CHOICES["propagate.combine"] == COMBINE and CHOICES["propagate.blend"] == BLEND
     assert CHOICES["model.propagation.arch"] == ARCHS

@@ -17,14 +17,19 @@ GENERIC_FOLDERS = {"frames", "images", "imgs", "img", "jpegimages", "rgb", "colo
 OVERLAY = np.array([255, 64, 64], np.float32)  # mask colour in masked_input.mp4
 
 
-def default_output_dir(video: str | Path, method: str, root: str | Path = "results") -> Path:
-    """`results/<name>-<method>`: <name> is a video file's stem, or a frames folder's name (its parent's
-    name when the folder's is generic, e.g. frames or JPEGImages), so inputs and methods never collide."""
+def video_name(video: str | Path) -> str:
+    """A video's name: a video file's stem, or a frames folder's name (its parent's when the folder's is generic,
+    e.g. frames or JPEGImages)."""
     path = Path(video).resolve()
     name = path.stem if path.is_file() else path.name
     if not path.is_file() and name.lower() in GENERIC_FOLDERS and path.parent.name:
         name = path.parent.name
-    return Path(root) / f"{name}-{method}"
+    return name
+
+
+def default_output_dir(video: str | Path, method: str, root: str | Path = "results") -> Path:
+    """`results/<name>-<method>` (<name>: `video_name`), so inputs and methods never collide."""
+    return Path(root) / f"{video_name(video)}-{method}"
 
 
 def prepare_output_dir(path: str | Path, overwrite: bool = False) -> Path:

@@ -25,7 +25,8 @@ from fffvdi.long_video import WindowState
 
 logger = logging.getLogger(__name__)
 
-RESULT_ENTRIES = {"config.yaml", "frames", "inpainted.mp4", "masked_input.mp4", "comparison.mp4"}
+# masks/: masks tracked from one annotation (--box / --mask-frame), with their overlay video
+RESULT_ENTRIES = {"config.yaml", "frames", "inpainted.mp4", "masked_input.mp4", "comparison.mp4", "masks", "masks_preview.mp4"}
 BOOKKEEPING = ("progress.npz", "run.json")
 
 

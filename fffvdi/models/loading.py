@@ -90,8 +90,10 @@ def _hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
 def _hub_error(source: str, subfolder: str, reason: str) -> str:
     """The one-line message for a hub id that can be neither downloaded nor read from the cache."""
     return (
-        f"could not load '{source}' ({subfolder}) from the Hugging Face hub: {reason}; "
-        f"download it where there is internet (hf download {source} --local-dir DIR) and pass model.pretrained=DIR"
+        f"could not load '{source}' ({subfolder}) from the Hugging Face hub: {reason}; SVD-XT is a gated model: "
+        f"accept its licence on https://huggingface.co/{source} and log in (`huggingface-cli login` or HF_TOKEN) "
+        f"on a machine with internet, or download it there (hf download {source} --local-dir DIR) and pass "
+        "model.pretrained=DIR"
     )
 
 

@@ -1,0 +1,232 @@
+"""scripts/inference.py over many videos (--video-list, parent folders, accelerate-launched shards), `method: auto`,
+and masks tracked from one annotation (--box / --mask-frame)."""
+import importlib.util
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from synthetic_video import translating_frames
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("inference_cli_batch", ROOT / "scripts" / "inference.py")
+CLI = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(CLI)
+H, W, F = 64, 96, 5
+
+
+@pytest.fixture(autouse=True)
+def _fresh_partial_state():
+    """A batch creates accelerate's PartialState singleton: reset it so it never leaks into other tests."""
+    from accelerate import PartialState
+
+    yield
+    PartialState._reset_state()
+
+
+def _frames(seed: int, n: int = F) -> np.ndarray:
+    return translating_frames((2, 1), n, size=(H, W), seed=seed)  # uint8 [n, H, W, 3]
+
+
+def _box_masks(n: int = F, h: int = H, w: int = W) -> np.ndarray:
+    masks = np.zeros((n, h, w), np.uint8)
+    for t in range(n):
+        masks[t, h // 4 : h // 2, w // 4 + 2 * t : w // 2 + 2 * t] = 255
+    return masks
+
+
+def _write_pngs(folder: Path, images: np.ndarray) -> Path:
+    folder.mkdir(parents=True)
+    for i, img in enumerate(images):
+        cv2.imwrite(str(folder / f"{i:05d}.png"), img[..., ::-1] if img.ndim == 3 else img)
+    return folder
+
+
+def _parents(root: Path) -> tuple[Path, Path]:
+    """videos/ with a frames folder `a`, a frames folder `b` and a video file `c.mp4`; masks/ with a folder `a`,
+    one image `b.png` for all frames and a folder `c`."""
+    from fffvdi.io import write_video
+
+    videos, masks = root / "videos", root / "masks"
+    _write_pngs(videos / "a", _frames(1))
+    _write_pngs(videos / "b", _frames(2))
+    write_video(videos / "c.mp4", _frames(3), fps=10)
+    _write_pngs(masks / "a", _box_masks())
+    cv2.imwrite(str(masks / "b.png"), _box_masks()[2])
+    _write_pngs(masks / "c", _box_masks())
+    (videos / "notes.txt").write_text("not a video: ignored")
+    return videos, masks
+
+
+def _pngs(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.png"))}
+
+
+def _one_error(capsys, code: int) -> str:
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(err) == 1, (code, err)
+    return err[0]
+
+
+def test_auto_is_propagate_without_a_checkpoint_and_says_how_to_get_diffusion(tmp_path, monkeypatch, caplog):
+    _write_pngs(tmp_path / "demo" / "frames", _frames(0))
+    _write_pngs(tmp_path / "demo" / "masks", _box_masks())
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        assert CLI.main(["--video", "demo/frames", "--mask", "demo/masks"]) == 0
+    out = tmp_path / "results" / "demo-propagate"  # the folder names the resolved method, not "auto"
+    assert yaml.safe_load((out / "config.yaml").read_text())["method"] == "propagate"
+    assert len(_pngs(out / "frames")) == F
+    notice = [r.getMessage() for r in caplog.records if "method auto -> propagate" in r.getMessage()]
+    assert len(notice) == 1 and "\n" not in notice[0]
+    assert all(s in notice[0] for s in ("--checkpoint", "licence", "huggingface-cli login", "model.pretrained=DIR"))
+
+
+def test_auto_with_a_checkpoint_is_fffvdi_and_an_uncached_gated_model_says_licence_and_login(tmp_path, capsys):
+    from fffvdi.config import load_config
+    from fffvdi.inference_config import InferenceConfig, resolve_method
+
+    cfg = load_config(InferenceConfig, None, ["model.checkpoint=somewhere/unet"])
+    assert cfg.method == "auto" and resolve_method(cfg) == "fffvdi" and cfg.method == "fffvdi"
+    cfg = load_config(InferenceConfig, None, ["method=telea"])
+    assert resolve_method(cfg) == "telea"  # an explicit method is kept
+    video = _write_pngs(tmp_path / "v" / "frames", _frames(0))
+    mask = _write_pngs(tmp_path / "v" / "masks", _box_masks())
+    ckpt = tmp_path / "ckpt" / "unet"
+    ckpt.mkdir(parents=True)
+    (ckpt / "config.json").write_text("{}")
+    out = tmp_path / "o"
+    code = CLI.main(["--video", str(video), "--mask", str(mask), "--checkpoint", str(ckpt), "--output", str(out),
+                     "model.pretrained=someorg/not-cached-svd"])  # HF_HUB_OFFLINE=1 (conftest)
+    err = _one_error(capsys, code)
+    assert "someorg/not-cached-svd" in err and "not in the local cache" in err  # fffvdi was chosen: it loads SVD
+    assert "accept its licence" in err and "huggingface-cli login" in err and "model.pretrained=DIR" in err
+    assert not out.exists() and not (tmp_path / "o.partial").exists()
+
+
+def test_parent_folders_one_model_load_own_folders_and_summary(tmp_path, capsys, monkeypatch):
+    import fffvdi.methods
+
+    videos, masks = _parents(tmp_path)
+    built = []
+    real = fffvdi.methods.build_method
+    monkeypatch.setattr(fffvdi.methods, "build_method", lambda cfg: built.append(cfg.method) or real(cfg))
+    out = tmp_path / "out"
+    assert CLI.main(["--video", str(videos), "--mask", str(masks), "--method", "telea", "--output", str(out)]) == 0
+    assert built == ["telea"]  # one model (method) for every video
+    assert "videos: 3 done, 0 failed, 0 skipped" in capsys.readouterr().out
+    for name in "abc":
+        assert len(_pngs(out / name / "frames")) == F and (out / name / "inpainted.mp4").is_file()
+        assert yaml.safe_load((out / name / "config.yaml").read_text())["output"]["dir"] == str(out / name)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"] == {"done": 3, "failed": 0, "skipped": 0} and summary["processes"] == 1
+    assert [v["name"] for v in summary["videos"]] == ["a", "b", "c"]
+    assert [Path(v["mask"]).name for v in summary["videos"]] == ["a", "b.png", "c"]
+    # the same frames as a one-video run
+    assert CLI.main(["--video", str(videos / "b"), "--mask", str(masks / "b.png"), "--method", "telea",
+                     "--output", str(tmp_path / "single")]) == 0
+    assert _pngs(out / "b" / "frames") == _pngs(tmp_path / "single" / "frames")
+    # a rerun keeps finished results and builds nothing; --overwrite redoes them
+    built.clear()
+    capsys.readouterr()
+    assert CLI.main(["--video", str(videos), "--mask", str(masks), "--method", "telea", "--output", str(out)]) == 0
+    assert built == [] and "videos: 0 done, 0 failed, 3 skipped" in capsys.readouterr().out
+    assert CLI.main(["--video", str(videos), "--mask", str(masks), "--method", "telea", "--output", str(out),
+                     "--overwrite"]) == 0
+    assert built == ["telea"] and "videos: 3 done" in capsys.readouterr().out
+
+
+def test_a_failing_video_is_reported_and_the_rest_go_on(tmp_path, capsys):
+    videos, masks = _parents(tmp_path)
+    cv2.imwrite(str(masks / "b.png"), np.zeros((50, 50), np.uint8))  # another aspect ratio: b fails its check
+    out = tmp_path / "out"
+    code = CLI.main(["--video", str(videos), "--mask", str(masks), "--method", "propagate", "--output", str(out)])
+    captured = capsys.readouterr()
+    assert code == 1  # the number of failed videos
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: b: mask ") and "another aspect ratio" in errors[0]
+    assert "videos: 2 done, 1 failed, 0 skipped" in captured.out
+    assert sorted(p.name for p in out.iterdir()) == ["a", "c", "summary.json"]  # nothing half-made for b
+    summary = json.loads((out / "summary.json").read_text())
+    status = {v["name"]: (v["status"], v["message"]) for v in summary["videos"]}
+    assert status["a"] == ("done", "") and status["c"] == ("done", "") and status["b"][0] == "failed"
+    assert "another aspect ratio" in status["b"][1]
+
+
+def test_a_video_without_a_mask_is_an_error_up_front(tmp_path, capsys, monkeypatch):
+    import fffvdi.methods
+
+    videos, masks = _parents(tmp_path)
+    _write_pngs(videos / "d", _frames(4))
+    _write_pngs(videos / "e", _frames(5))
+    cv2.imwrite(str(masks / "a.png"), _box_masks()[0])  # a/ and a.png: ambiguous
+    monkeypatch.setattr(fffvdi.methods, "build_method", lambda cfg: pytest.fail("no model before the error"))
+    out = tmp_path / "out"
+    err = _one_error(capsys, CLI.main(["--video", str(videos), "--mask", str(masks), "--output", str(out)]))
+    assert "3 videos in" in err and "a: several masks (a, a.png)" in err and "d: no d/ or d.*" in err and "e: no e/" in err
+    assert not out.exists()
+    err = _one_error(capsys, CLI.main(["--video", str(videos), "--mask", str(masks / "b.png"), "--output", str(out)]))
+    assert "--mask must be a folder" in err and not out.exists()
+
+
+def test_video_list_relative_paths_comments_and_outputs(tmp_path, capsys):
+    videos, masks = _parents(tmp_path)
+    lst = tmp_path / "lists" / "clips.txt"
+    lst.parent.mkdir()
+    lst.write_text("# video mask [output]\n\n../videos/a ../masks/a   first  # trailing comment\n"
+                   f"{videos / 'c.mp4'} ../masks/c\n")
+    out = tmp_path / "out"
+    assert CLI.main(["--video-list", str(lst), "--method", "telea", "--output", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["c", "first", "summary.json"]
+    assert len(_pngs(out / "first" / "frames")) == F and len(_pngs(out / "c" / "frames")) == F
+    # default output: results/<list name>-<resolved method>/
+    # problems in the list are named up front, by line, and nothing is written
+    lst.write_text("../videos/a ../masks/a\nonly-one-field\n../videos/zz ../masks/a\n../videos/b ../masks/b.png x y\n")
+    err = _one_error(capsys, CLI.main(["--video-list", str(lst), "--method", "telea", "--output", str(tmp_path / "o2")]))
+    assert "3 problems in --video-list" in err and "line 2: 1 fields" in err and "line 3: video" in err
+    assert "line 4: 4 fields" in err and not (tmp_path / "o2").exists()
+    lst.write_text("../videos/a ../masks/a same\n../videos/b ../masks/b.png same\n")
+    err = _one_error(capsys, CLI.main(["--video-list", str(lst), "--method", "telea", "--output", str(tmp_path / "o2")]))
+    assert "would both write" in err and "third column OUTPUT" in err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_frames_of_one_process(tmp_path, capsys):
+    """accelerate launch, 2 CPU processes (gloo): video i on process i % 2, byte-identical frames, a failure reported."""
+    videos, masks = _parents(tmp_path)
+    _write_pngs(videos / "d", _frames(4))
+    _write_pngs(masks / "d", _box_masks(F, 40, 40))  # another aspect: d fails, on process 1
+    args = ["--video", str(videos), "--mask", str(masks), "--method", "propagate"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(_free_port()), str(ROOT / "scripts" / "inference.py"),
+           *args, "--output", str(tmp_path / "two")]
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0, proc.stderr[-3000:]  # one video failed (the launcher reports a failed process)
+    assert "videos: 3 done, 1 failed, 0 skipped" in proc.stdout and proc.stdout.count("videos:") == 1, proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: d: mask "), proc.stderr[-3000:]
+    assert CLI.main([*args, "--output", str(tmp_path / "one")]) == 1
+    capsys.readouterr()
+    two, one = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("two", "one"))
+    assert two["processes"] == 2 and one["processes"] == 1 and two["counts"] == one["counts"]
+    assert [(v["name"], v["rank"], v["status"]) for v in two["videos"]] == \
+           [("a", 0, "done"), ("b", 1, "done"), ("c", 0, "done"), ("d", 1, "failed")]
+    for name in "abc":
+        frames = _pngs(tmp_path / "two" / name / "frames")
+        assert len(frames) == F and frames == _pngs(tmp_path / "one" / name / "frames")
