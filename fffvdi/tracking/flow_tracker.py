@@ -1,0 +1,171 @@
+"""Weight-free mask tracking: every pixel near the object is traced along optical flow to the annotated frame.
+
+For a frame t, the pixels of a region around the object's last known position step frame by
+frame toward the annotated frame K, the flow sampled bilinearly at their current float position
+(`cv2.remap`) and composed, never resampling a mask: chained mask warps blur and drift, a traced
+position only carries the flow's own error. At K each trajectory reads the annotation once.
+A step whose flow disagrees with the reverse flow at its landing (forward-backward check, the
+tolerance of `fffvdi.propagation.trace`) marks the pixel occluded: neither object nor background,
+left to the image re-fit. The propagated mask is then cleaned (closing, specks, holes), re-fitted
+to the frame with seeded GrabCut (`refine.refit`) and dilated by a margin so that it hides all of
+the object. Flows are OpenCV DIS from `fffvdi.flow` at a working size of at most `WORK_SIDE`.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+from fffvdi.propagation.trace import FB_ALPHA, FB_BETA
+from fffvdi.tracking.annotation import is_box
+from fffvdi.tracking.refine import clean, dilate, disk, fill_holes, object_in_box, object_radius, refit
+
+REFIT = True
+WORK_SIDE = 640  # longest side for flow and tracing; larger videos are traced at this size and upscaled
+ROI_PAD = 12  # pixels around the object's previous box (plus the largest motion there) that are traced
+PHOTO_TOL = 24.0  # mean |RGB difference| (blurred frames) above which a step lands on other content
+ANCHOR_TOL = 36.0  # the same against the annotated frame: catches drift made of many small steps
+PUSH_CLOSE, PUSH_GROW = 2, 3  # closing of the carried points' raster, and its tolerance around the traced mask
+MARGIN_FRAC, MARGIN_MIN = 0.06, 2  # dilation of the final mask: a fraction of the object's radius, at least 2 px
+
+
+def estimate_flows(frames: np.ndarray, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 `[T, H, W, 3]` -> `(fw, bw)` float32 `[T-1, H, W, 2]`: fw[t] maps t -> t+1, bw[t] maps t+1 -> t (x, y).
+
+    OpenCV DIS as in `fffvdi.flow.estimators.DISFlow`, but down to the finest scale: the preset's
+    half-resolution flow errs ~0.45 px per frame on a moving textured object, which tracing over
+    tens of frames turns into a lagging mask (~0.17 px at full resolution).
+    """
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    dis.setFinestScale(0)
+    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
+    n, h, w = len(frames), frames.shape[1], frames.shape[2]
+    fw, bw = np.empty((n - 1, h, w, 2), np.float32), np.empty((n - 1, h, w, 2), np.float32)
+    for t in tqdm(range(n - 1), desc="optical flow", unit="pair", disable=not progress):
+        fw[t] = dis.calc(gray[t], gray[t + 1], None)  # prev(p) ~ next(p + flow(p)), fffvdi's convention
+        bw[t] = dis.calc(gray[t + 1], gray[t], None)
+    return fw, bw
+
+
+def _sample(flow: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bilinear (u, v) of `flow [H, W, 2]` at float positions (edge values beyond the border)."""
+    uv = cv2.remap(flow, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return uv[..., 0], uv[..., 1]
+
+
+def trace_to(fw: np.ndarray, bw: np.ndarray, t: int, k: int, x: np.ndarray, y: np.ndarray, images: np.ndarray):
+    """Trace positions `(x, y)` float32 of frame t to frame k; returns `(x, y, ok)`, ok False once occluded or outside.
+
+    A step is rejected when the reverse flow at its landing disagrees (forward-backward check) or when the
+    landing shows other content (`images` float32 [T, H, W, 3], blurred): DIS flow spreads an object's
+    motion into the background it uncovers, consistently in both directions, so only colour tells them apart.
+    """
+    h, w = fw.shape[1:3]
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    ok = np.ones(x.shape, bool)
+    step = 1 if k > t else -1
+    for i in range(t, k, step):
+        flow, back = (fw[i], bw[i]) if step > 0 else (bw[i - 1], fw[i - 1])  # i -> i+step, and back
+        u, v = _sample(flow, x, y)
+        x2, y2 = x + u, y + v
+        bu, bv = _sample(back, x2, y2)
+        err = (u + bu) ** 2 + (v + bv) ** 2
+        ok &= err < FB_ALPHA * (u**2 + v**2 + bu**2 + bv**2) + FB_BETA
+        ok &= (x2 >= 0) & (x2 <= w - 1) & (y2 >= 0) & (y2 <= h - 1)
+        here = cv2.remap(images[i], x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        there = cv2.remap(images[i + step], x2, y2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        ok &= np.abs(here - there).mean(-1) < PHOTO_TOL
+        x, y = x2, y2
+    return x, y, ok
+
+
+def _roi(prev: np.ndarray, flow: np.ndarray) -> tuple[slice, slice]:
+    """Region of the next frame to trace: the previous mask's box grown by ROI_PAD and its largest motion."""
+    h, w = prev.shape
+    if not prev.any():
+        return slice(0, h), slice(0, w)  # object lost: search the whole frame
+    ys, xs = np.nonzero(prev)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    motion = float(np.abs(flow[y0:y1, x0:x1]).max()) if flow is not None else 0.0
+    pad = ROI_PAD + int(np.ceil(2 * motion))
+    return slice(max(y0 - pad, 0), min(y1 + pad, h)), slice(max(x0 - pad, 0), min(x1 + pad, w))
+
+
+def propagate(fw, bw, images, t: int, k: int, object_k: np.ndarray, roi: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarray]:
+    """Object and occluded (undecided) pixels of frame t, bool [H, W] each, traced from the object mask of frame k."""
+    h, w = object_k.shape
+    sy, sx = roi
+    ys, xs = np.mgrid[sy, sx].astype(np.float32)  # [h_r, w_r] pixel centres of the region
+    x, y, ok = trace_to(fw, bw, t, k, xs, ys, images)
+    soft = cv2.remap(object_k.astype(np.float32), x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    seen = cv2.remap(images[k], x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # what the landing shows
+    ok &= np.abs(seen - images[t][sy, sx]).mean(-1) < ANCHOR_TOL
+    obj, unknown = np.zeros((h, w), bool), np.zeros((h, w), bool)
+    obj[sy, sx] = ok & (soft > 0.5)
+    unknown[sy, sx] = ~ok
+    return obj, unknown
+
+
+class PointCloud:
+    """The annotated object's points, carried frame by frame along the flow (float positions, 2x2 per pixel)."""
+
+    def __init__(self, mask: np.ndarray, image: np.ndarray) -> None:
+        """`mask` bool [H, W] on the annotated frame, `image` float32 [H, W, 3] (blurred) that frame."""
+        ys, xs = np.nonzero(mask)
+        offsets = np.array([-0.25, 0.25], np.float32)
+        self.x = (xs[:, None, None] + offsets[None, None, :] + 0 * offsets[None, :, None]).reshape(1, -1).astype(np.float32)
+        self.y = (ys[:, None, None] + offsets[None, :, None] + 0 * offsets[None, None, :]).reshape(1, -1).astype(np.float32)
+        self.colour = cv2.remap(image, self.x, self.y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # [1, N, 3]
+
+    def step(self, fw, bw, images, t: int, step: int) -> None:
+        """Move the points from frame t to t+step, dropping those that become occluded or leave the frame."""
+        if self.x.size:
+            x, y, ok = trace_to(fw, bw, t, t + step, self.x, self.y, images)
+            now = cv2.remap(images[t + step], x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            ok &= np.abs(now - self.colour).mean(-1) < ANCHOR_TOL
+            self.x, self.y, self.colour = x[ok][None], y[ok][None], self.colour[ok][None]
+
+    def raster(self, size: tuple[int, int]) -> np.ndarray:
+        """bool [H, W]: pixels the points cover, gaps of spread-out points closed."""
+        h, w = size
+        out = np.zeros((h, w), np.uint8)
+        if self.x.size:
+            ix = np.clip(np.floor(self.x[0] + 0.5).astype(np.int64), 0, w - 1)
+            iy = np.clip(np.floor(self.y[0] + 0.5).astype(np.int64), 0, h - 1)
+            out[iy, ix] = 1
+        return fill_holes(cv2.morphologyEx(out, cv2.MORPH_CLOSE, disk(PUSH_CLOSE)).astype(bool))
+
+
+def _margin(mask: np.ndarray) -> np.ndarray:
+    """The covering margin: a mask must hide every pixel of the object, anti-aliased edge included."""
+    return dilate(mask, max(MARGIN_MIN, int(round(MARGIN_FRAC * object_radius(mask)))))
+
+
+def track_flow(frames: np.ndarray, annotation: np.ndarray, frame: int, progress: bool = False) -> np.ndarray:
+    """Track the object annotated on `frame` through `frames` uint8 [T, H, W, 3]; bool masks [T, H, W]."""
+    n, h, w = frames.shape[:3]
+    scale = min(1.0, WORK_SIDE / max(h, w))
+    size = (max(int(round(w * scale)), 1), max(int(round(h * scale)), 1))  # cv2 (W, H)
+    work = frames if scale == 1.0 else np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
+    ann = annotation if scale == 1.0 else cv2.resize(annotation.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.5
+    objects = np.zeros(work.shape[:3], bool)  # [T, h, w] object masks before the margin
+    objects[frame] = object_in_box(work[frame], ann) if is_box(ann) else ann
+    if n > 1:
+        fw, bw = estimate_flows(work, progress)
+        images = np.stack([cv2.GaussianBlur(f.astype(np.float32), (5, 5), 1.0) for f in work])  # [T, h, w, 3]
+        order = [(t, t - 1) for t in range(frame + 1, n)] + [(t, t + 1) for t in range(frame - 1, -1, -1)]
+        for t, prev in tqdm(order, desc="tracking", unit="frame", disable=not progress):
+            if prev == frame:
+                cloud = PointCloud(objects[frame], images[frame])
+            cloud.step(fw, bw, images, prev, t - prev)
+            flow = bw[t - 1] if t > prev else fw[t]  # motion from t toward prev, to size the search region
+            obj, unknown = propagate(fw, bw, images, t, frame, objects[frame], _roi(objects[prev], flow))
+            # both ways must agree: pulled pixels the carried object points do not reach are background that the
+            # flow dragged along (uncovered behind the object); points alone leave gaps where the object grows
+            obj &= dilate(cloud.raster(obj.shape), PUSH_GROW)
+            objects[t] = refit(work[t], clean(obj), unknown) if REFIT else clean(obj)
+    out = np.zeros((n, h, w), bool)
+    for t in range(n):
+        m = objects[t] if scale == 1.0 else cv2.resize(objects[t].astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) > 0.5
+        out[t] = _margin(m) if m.any() else m
+    return out
