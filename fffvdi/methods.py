@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from fffvdi.config import dtype_from_name
 from fffvdi.long_video import Checkpoint, Sink, WindowFn, WindowState, run_windows
+from fffvdi.region import cropped, cropped_io, video_crop
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,9 @@ def build_fffvdi(cfg: DictConfig) -> VideoMethod:
     def process(frames: np.ndarray, masks: np.ndarray, generator: torch.Generator) -> np.ndarray:
         return pipe(frames, masks, generator, progress=True)
 
-    return windowed(cfg, process)
+    # The pipeline sees each window's crop (window.region), so its flows and noise filling are at the crop's scale.
+    canvas = (cfg.window.height, cfg.window.width)  # set by the pipeline (resolve_canvas)
+    return windowed(cfg, cropped(process, cfg.window.region, canvas, cfg.window.context))
 
 
 def build_propagate(cfg: DictConfig) -> VideoMethod:
@@ -76,6 +79,12 @@ def build_propagate(cfg: DictConfig) -> VideoMethod:
     opts = PropagateOptions(**cfg.propagate)
 
     def run(read_frames, read_masks, total: int, sink: Sink, progress: bool = True) -> None:
+        # window.region: auto keeps the full frame for propagate (see README, "High-resolution videos"); crop
+        # uses one crop for the whole video (the union of all masks plus the context margin, no canvas).
+        crop = video_crop(read_masks, total, cfg.window.context) if cfg.window.region == "crop" else None
+        if crop is not None:
+            logger.debug("propagate region: crop %dx%d at (%d, %d)", crop.width, crop.height, crop.left, crop.top)
+            read_frames, read_masks, sink = cropped_io(read_frames, read_masks, sink, crop)
         stats = propagate_video(read_frames, read_masks, total, sink, estimator, completer, opts, progress)
         if stats.hole_pixels:
             logger.info("propagate: %.1f%% of hole pixels filled from other frames, the rest by Telea",
