@@ -28,7 +28,8 @@ from typing import Callable, Optional
 
 from fffvdi.config import load_config
 from fffvdi.errors import FFFVDIError, InputError
-from fffvdi.io import MaskSource, default_output_dir, list_images, open_video
+from fffvdi.io import MaskSource, default_output_dir, open_video
+from fffvdi.io.tracked_masks import annotation_from_args, seed_mask, tracked_mask_source
 from fffvdi.inference_config import InferenceConfig, check_inference_config, resolve_canvas, resolve_method
 
 logger = logging.getLogger("inference")
@@ -88,46 +89,33 @@ def run(args: argparse.Namespace) -> int:
     from fffvdi.batch import is_video_parent
 
     if args.video_list is None and (args.video is None or (args.mask is None and args.box is None)):
-        raise InputError("pass --video and --mask (or --box), or --video-list LIST")
+        raise InputError("pass --video with --mask MASKS (or --box x,y,w,h, or --mask ONE.png --mask-frame K), "
+                         "or --video-list LIST")
     if args.video_list is not None or is_video_parent(args.video):
         return run_batch(args)
     cfg = build_config(args)
-    annotation = _annotation(args)
+    annotation = annotation_from_args(args.box, args.mask, args.mask_frame, args.tracker, args.sam2)
     out = inpaint_video(cfg, args.video, args.mask, cfg.output.dir or default_output_dir(args.video, cfg.method),
                         args.resume, _method_once(cfg), annotation)
     print(f"done: {out}")
     return 0
 
 
-def _annotation(args: argparse.Namespace) -> Optional[dict]:
-    """The one-frame annotation to track ({'frame', 'box'} or {'frame', 'image'}), or None for per-frame masks."""
-    if args.box is None and args.mask_frame is None:
-        return None
-    if args.box is not None and args.mask is not None:
-        raise InputError("pass either --box or --mask with --mask-frame, not both")
-    frame = 0 if args.mask_frame is None else args.mask_frame
-    if frame < 0:
-        raise InputError(f"--mask-frame {frame} is negative; pass the index of the annotated frame (0 = first)")
-    if args.box is None:
-        return {"frame": frame, "image": str(Path(args.mask).resolve()), "tracker": args.tracker, "sam2": args.sam2}
-    try:
-        box = [int(v) for v in args.box.split(",")]
-    except ValueError:
-        box = []
-    if len(box) != 4 or box[2] <= 0 or box[3] <= 0 or min(box) < 0:
-        raise InputError(f"--box {args.box!r} is not x,y,w,h in pixels (w, h > 0), e.g. --box 120,40,64,80")
-    return {"frame": frame, "box": box, "tracker": args.tracker, "sam2": args.sam2}
-
-
 def _method_once(cfg) -> Callable[[], object]:
-    """The method, built on first use and reused for every video (None until asked: a finished run needs none)."""
-    built = []
+    """A getter of the method, built on its first call only (a run whose frames are all done loads no model) and
+    reused for every video; a failed build fails every later call alike instead of loading again."""
+    built: list = []
 
     def get():
         from fffvdi.methods import build_method
 
         if not built:
-            built.append(build_method(cfg))
+            try:
+                built.append(build_method(cfg))
+            except Exception as err:
+                built.append(err)
+        if isinstance(built[0], Exception):
+            raise built[0]
         return built[0]
 
     return get
@@ -142,13 +130,14 @@ def inpaint_video(cfg, video_path, mask_path, out_dir, resume: bool, method, ann
     video = open_video(video_path, fps=cfg.fps)  # reads every frame's header: a bad frame fails now
     masks = None
     try:
+        mask_options = dict(threshold=cfg.mask.threshold, dilate=cfg.mask.dilate, resize=cfg.mask.resize,
+                            mode=cfg.mask.mode)
         if annotation is None:
-            masks = MaskSource.for_video(mask_path, video, threshold=cfg.mask.threshold, dilate=cfg.mask.dilate,
-                                         resize=cfg.mask.resize, mode=cfg.mask.mode)
+            masks = MaskSource.for_video(mask_path, video, **mask_options)
             masks.check()  # reads every mask: errors now if one is bad or all is hole, warns if nothing is
             info = {"mask": str(Path(mask_path).resolve())}
         else:
-            seed = _seed_mask(annotation, video)  # a bad annotation fails before anything is written
+            seed = seed_mask(annotation, video)  # a bad annotation fails before anything is written
             info = {"annotation": annotation}
         out = PartialOutput(out_dir, cfg.output.overwrite, resume)
         out.check()
@@ -156,7 +145,8 @@ def inpaint_video(cfg, video_path, mask_path, out_dir, resume: bool, method, ann
         out.begin(OmegaConf.to_yaml(cfg, resolve=True), info)
         try:
             if annotation is not None:
-                masks = _tracked_masks(cfg, video, seed, annotation, out)
+                logger.info("tracking the annotation of frame %d over %d frames", annotation["frame"], len(video))
+                masks = tracked_mask_source(video, seed, annotation, out.partial / "masks", out.resumed, **mask_options)
             return _inpaint(cfg, video, masks, out, method)
         except BaseException as err:
             if out.discard_if_unused():  # a failed start (e.g. model loading): nothing worth keeping
@@ -166,42 +156,6 @@ def inpaint_video(cfg, video_path, mask_path, out_dir, resume: bool, method, ann
         video.close()
         if masks is not None:
             masks.close()
-
-
-def _seed_mask(annotation: dict, video):
-    """bool [H, W]: the annotation on its frame, checked against the video."""
-    from fffvdi.tracking import box_mask, read_annotation
-
-    frame, size = annotation["frame"], tuple(video.size)
-    if frame >= len(video):
-        raise InputError(f"--mask-frame {frame} is past the video's last frame ({len(video) - 1}); pass 0..{len(video) - 1}")
-    if "box" in annotation:
-        x, y, w, h = annotation["box"]
-        if x >= size[1] or y >= size[0]:
-            raise InputError(f"--box {x},{y},{w},{h} starts outside the {size[0]}x{size[1]} (HxW) frames")
-        seed = box_mask(tuple(annotation["box"]), size)
-    else:
-        seed = read_annotation(annotation["image"], size)
-    if not seed.any():
-        raise InputError(f"the annotation of frame {frame} marks no pixel; draw the object (white) on it")
-    return seed
-
-
-def _tracked_masks(cfg, video, seed, annotation: dict, out) -> MaskSource:
-    """Track the annotation over the video into OUT/masks/ (kept when resuming) and read them as the mask input."""
-    from fffvdi.tracking import save_masks, track_masks
-
-    folder = out.partial / "masks"
-    if not (out.resumed and folder.is_dir() and len(list_images(folder)) == len(video)):
-        frames = video.read(0, len(video))  # uint8 [T, H, W, 3]: the tracker sees the whole clip
-        logger.info("tracking the annotation of frame %d over %d frames", annotation["frame"], len(video))
-        tracked = track_masks(frames, seed, annotation["frame"], tracker=annotation["tracker"],
-                              sam2=annotation["sam2"], progress=True)  # bool [T, H, W]
-        save_masks(tracked, list(video.names), folder, frames=frames, fps=video.fps, overwrite=True)
-    masks = MaskSource.for_video(folder, video, threshold=cfg.mask.threshold, dilate=cfg.mask.dilate,
-                                 resize=cfg.mask.resize, mode=cfg.mask.mode)
-    masks.check()
-    return masks
 
 
 def run_batch(args: argparse.Namespace) -> int:

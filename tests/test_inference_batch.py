@@ -230,3 +230,73 @@ def test_two_processes_give_the_frames_of_one_process(tmp_path, capsys):
     for name in "abc":
         frames = _pngs(tmp_path / "two" / name / "frames")
         assert len(frames) == F and frames == _pngs(tmp_path / "one" / name / "frames")
+
+
+def _object_clip(n: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """A textured 18x18 square moving (3, 1) px/frame over a panning texture: frames uint8 [n, H, W, 3], the
+    object's true masks bool [n, H, W]."""
+    frames = _frames(7, n).copy()
+    rng = np.random.default_rng(3)
+    patch = cv2.resize(rng.uniform(120, 255, (6, 6, 3)), (18, 18), interpolation=cv2.INTER_NEAREST).astype(np.uint8)
+    objects = np.zeros((n, H, W), bool)
+    for t in range(n):
+        x, y = 20 + 3 * t, 20 + t
+        frames[t, y : y + 18, x : x + 18] = patch
+        objects[t, y : y + 18, x : x + 18] = True
+    return frames, objects
+
+
+def test_box_on_one_frame_is_tracked_saved_beside_the_result_and_used_as_the_mask(tmp_path, capsys):
+    from fffvdi.io import dilate_mask
+
+    frames, objects = _object_clip()
+    video = _write_pngs(tmp_path / "clip" / "frames", frames)
+    out = tmp_path / "out"
+    args = ["--video", str(video), "--box", "24,20,26,24", "--mask-frame", "2", "--method", "telea", "--output", str(out)]
+    assert CLI.main(args) == 0  # the box of frame 2 (object at x 26..43, y 22..39) with some background
+    tracked = np.stack([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) > 127 for p in sorted((out / "masks").glob("*.png"))])
+    assert tracked.shape == objects.shape and (out / "masks" / "masks_preview.mp4").is_file()
+    for t in range(len(frames)):  # the object is hidden on every frame, by masks not much larger than it
+        assert (tracked[t] & objects[t]).sum() >= 0.95 * objects[t].sum(), t
+        assert tracked[t].sum() <= 2.5 * objects[t].sum(), t
+    result = np.stack([cv2.imread(str(p))[..., ::-1] for p in sorted((out / "frames").glob("*.png"))])
+    dilate = yaml.safe_load((out / "config.yaml").read_text())["mask"]["dilate"]
+    for t in range(len(frames)):  # the tracked masks are what was inpainted: the rest is the input, bit for bit
+        hole = dilate_mask(tracked[t].astype(np.uint8), dilate) > 0
+        assert np.array_equal(result[t][~hole], frames[t][~hole])
+        assert not np.array_equal(result[t][hole], frames[t][hole])
+    # --overwrite replaces a result holding masks/; a one-image annotation (--mask with --mask-frame) works alike
+    ann = tmp_path / "ann.png"
+    cv2.imwrite(str(ann), objects[4].astype(np.uint8) * 255)
+    assert CLI.main(["--video", str(video), "--mask", str(ann), "--mask-frame", "4", "--method", "telea",
+                     "--output", str(out), "--overwrite"]) == 0
+    again = np.stack([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) > 127 for p in sorted((out / "masks").glob("*.png"))])
+    assert all((again[t] & objects[t]).sum() >= 0.95 * objects[t].sum() for t in range(len(frames)))
+
+
+def test_bad_annotations_fail_in_one_line_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    import fffvdi.methods
+    import fffvdi.tracking
+
+    frames, _ = _object_clip()
+    video = _write_pngs(tmp_path / "clip" / "frames", frames)
+    videos, masks = _parents(tmp_path)
+    monkeypatch.setattr(fffvdi.methods, "build_method", lambda cfg: pytest.fail("no model before the error"))
+    monkeypatch.setattr(fffvdi.tracking, "track_masks", lambda *a, **k: pytest.fail("no tracking before the error"))
+    out = tmp_path / "out"
+    base = ["--video", str(video), "--method", "telea", "--output", str(out)]
+    for extra, needle in (
+        (["--box", "1,2,3"], "--box '1,2,3' is not x,y,w,h"),
+        (["--box", "10,10,5,5", "--mask-frame", "6"], "--mask-frame 6 is past the last frame"),
+        (["--box", "10,10,5,5", "--mask-frame", "-1"], "--mask-frame -1 is negative"),
+        (["--box", "200,10,5,5"], "lies outside"),
+        (["--box", "10,10,5,5", "--mask", str(tmp_path / "x.png")], "either --box or --mask"),
+        (["--mask-frame", "1"], "pass --video with --mask MASKS (or --box x,y,w,h, or --mask ONE.png --mask-frame K)"),
+        (["--mask", str(video), "--mask-frame", "1"], "--mask-frame 1 needs --mask ONE_IMAGE"),
+        (["--box", "10,10,5,5", "--tracker", "magic"], "--tracker 'magic' is unknown"),
+    ):
+        err = _one_error(capsys, CLI.main([*base, *extra]))
+        assert needle in err, (extra, err)
+        assert not out.exists() and not (tmp_path / "out.partial").exists()
+    err = _one_error(capsys, CLI.main(["--video", str(videos), "--box", "1,1,4,4", "--output", str(out)]))
+    assert "--box/--mask-frame annotate one video" in err and not out.exists()

@@ -25,8 +25,8 @@ from fffvdi.long_video import WindowState
 
 logger = logging.getLogger(__name__)
 
-# masks/: masks tracked from one annotation (--box / --mask-frame), with their overlay video
-RESULT_ENTRIES = {"config.yaml", "frames", "inpainted.mp4", "masked_input.mp4", "comparison.mp4", "masks", "masks_preview.mp4"}
+# masks/: masks tracked from one annotation (--box / --mask-frame), with their overlay masks_preview.mp4
+RESULT_ENTRIES = {"config.yaml", "frames", "inpainted.mp4", "masked_input.mp4", "comparison.mp4", "masks"}
 BOOKKEEPING = ("progress.npz", "run.json")
 
 
