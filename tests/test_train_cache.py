@@ -1,0 +1,161 @@
+"""Conditioning cache (data.cache_dir), frame windows (train.frames_per_step) and offloading: tiny model on CPU."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import train as train_script  # noqa: E402
+
+
+def _reset():
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    yield
+    _reset()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tiny_svd_dir):
+    from fffvdi.data.synthetic import make_synthetic_dataset
+
+    base = tmp_path_factory.mktemp("cache")
+    make_synthetic_dataset(base / "data", num_videos=3, num_frames=8, size=(64, 64), seed=1, num_short=0)
+    overrides = [f"model.pretrained={tiny_svd_dir}", f"data.root={base / 'data'}", "data.num_frames=6",
+                 "optim.weight_decay=0.0", "logging.report_to=none", "validation.every_steps=0",
+                 "checkpoint.every_steps=0", "data.epoch_cycle=1", "train.cond_aug_space=latent",
+                 "train.frames_per_step=4", "train.drop_both=0.2"]
+    return base, overrides
+
+
+def _run(overrides, *extra):
+    return train_script.main(["--config", str(ROOT / "configs/train_tiny.yaml"), *overrides, *extra])
+
+
+def _spy(monkeypatch):
+    """Count clip encodings and record the frame count of every training target."""
+    import fffvdi.train_cache as tc
+    from fffvdi.edm import EDMDenoiser
+
+    seen = {"encodes": 0, "frames": []}
+    encode, loss = tc.encode_clip, EDMDenoiser.loss
+
+    def counting_encode(*args, **kwargs):
+        seen["encodes"] += 1
+        return encode(*args, **kwargs)
+
+    def recording_loss(self, z0, *args, **kwargs):
+        seen["frames"].append(z0.shape[1])
+        return loss(self, z0, *args, **kwargs)
+
+    monkeypatch.setattr(tc, "encode_clip", counting_encode)
+    monkeypatch.setattr(EDMDenoiser, "loss", recording_loss)
+    return seen
+
+
+def test_cache_gives_the_losses_of_on_the_fly_encoding(setup, monkeypatch):
+    """Two epochs of 3 clips: the first writes 3 entries, the second reads them; every loss equals a run without it."""
+    base, overrides = setup
+    cached = _spy(monkeypatch)
+    a = _run(overrides, f"checkpoint.output_dir={base / 'a'}", f"data.cache_dir={base / 'cache'}",
+             "train.max_steps=6")
+    _reset()
+    assert cached["encodes"] == 3  # epoch 2 encoded nothing
+    assert len(list((base / "cache").glob("*.pt"))) == 3
+    assert cached["frames"] == [4] * 6  # a 4-frame window of the 6-frame encoded clip per step
+    fresh = _spy(monkeypatch)
+    b = _run(overrides, f"checkpoint.output_dir={base / 'b'}", "train.max_steps=6")
+    assert fresh["encodes"] == 6
+    assert sorted(a.losses) == sorted(b.losses) == list(range(1, 7))
+    for step in a.losses:  # the cache stores float16: equal up to that rounding
+        assert a.losses[step] == pytest.approx(b.losses[step], rel=2e-3, abs=1e-5), step
+    assert len({round(v, 6) for v in a.losses.values()}) == 6  # distinct steps: the comparison is not trivial
+
+
+def test_cache_key_follows_the_augmentation_draw_and_settings(tmp_path):
+    from fffvdi.train_cache import ConditioningCache
+
+    g = torch.Generator().manual_seed(0)
+    frames = torch.rand(4, 3, 16, 16, generator=g) * 2 - 1
+    masks = (torch.rand(4, 1, 16, 16, generator=g) > 0.7).float()
+    cache = ConditioningCache(tmp_path, {"clip_source": "masked"})
+    key = cache.key(frames, masks, "vid")
+    assert key == ConditioningCache(tmp_path, {"clip_source": "masked"}).key(frames.clone(), masks.clone(), "vid")
+    others = [cache.key(frames.flip(-1), masks.flip(-1), "vid"),  # horizontal flip
+              cache.key(frames.flip(0), masks.flip(0), "vid"),  # time reversal
+              cache.key(frames, 1 - masks, "vid"),  # other masks
+              ConditioningCache(tmp_path, {"clip_source": "raw"}).key(frames, masks, "vid")]
+    assert len({key, *others}) == 5
+    enc = {k: torch.randn(1, 3, 2) for k in ("z_mean", "z_std", "c_mean", "c_std", "embeds", "flows_fw", "flows_bw",
+                                              "masks")}
+    stored = cache.save(key, enc)
+    loaded = cache.load(key, torch.device("cpu"))
+    assert all(torch.equal(stored[k], loaded[k]) for k in enc)
+    assert all(torch.allclose(stored[k], enc[k], atol=4e-3) for k in enc)
+    assert cache.load("missing", torch.device("cpu")) is None and (cache.hits, cache.misses) == (1, 1)
+
+
+def test_window_start_covers_every_start_and_draws_nothing_without_a_window():
+    from fffvdi.train_cache import window_start
+
+    g = torch.Generator().manual_seed(0)
+    starts = {window_start(6, 4, g) for _ in range(200)}
+    assert starts == {0, 1, 2}
+    state = g.get_state()
+    assert window_start(6, None, g) == 0 and window_start(6, 6, g) == 0
+    assert torch.equal(g.get_state(), state)  # the default run's noise stream is unchanged
+
+
+def test_pixel_space_run_with_a_frame_window(setup, monkeypatch):
+    base, overrides = setup
+    seen = _spy(monkeypatch)
+    result = _run(overrides, f"checkpoint.output_dir={base / 'pixel'}", "train.cond_aug_space=pixel",
+                  "train.max_steps=2", "train.offload_frozen=true")
+    assert seen["frames"] == [4, 4] and seen["encodes"] == 0  # pixel path: the window's frames go through the VAE
+    assert all(torch.isfinite(torch.tensor(v)) for v in result.losses.values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="offloading moves modules between a GPU and the CPU")
+def test_offloader_returns_modules_to_the_cpu():
+    from fffvdi.train_cache import offloader
+
+    layer = torch.nn.Linear(4, 4)
+    with offloader(torch.device("cuda"))(layer) as m:
+        assert m.weight.device.type == "cuda"
+    assert layer.weight.device.type == "cpu"
+
+
+def test_draw_conditioning_takes_the_window_of_every_field():
+    from omegaconf import OmegaConf
+
+    from fffvdi.train_cache import draw_conditioning
+    from fffvdi.train_config import TrainLoopConfig
+
+    t = OmegaConf.merge(OmegaConf.structured(TrainLoopConfig), dict(drop_image_embeds=0, drop_cond_latents=0,
+                                                                   drop_both=0, cond_aug_mean=-30.0, cond_aug_std=0))
+    b, f, h, w = 2, 6, 3, 3
+    frame_id = torch.arange(f, dtype=torch.float32).view(1, f, 1, 1, 1)
+    enc = dict(z_mean=frame_id.expand(b, f, 4, h, w), z_std=torch.zeros(b, f, 4, h, w),
+               c_mean=10 + frame_id.expand(b, f, 4, h, w), c_std=torch.ones(b, f, 4, h, w),
+               embeds=torch.arange(3, dtype=torch.float32).view(1, 3, 1).expand(b, 3, 8),  # 3 window starts
+               flows_fw=frame_id[:, 1:].expand(b, f - 1, 2, h, w), flows_bw=-frame_id[:, 1:].expand(b, f - 1, 2, h, w),
+               masks=frame_id.expand(b, f, 1, h, w))
+    z0, cond = draw_conditioning(enc, t, 0.5, 2, 4, torch.Generator().manual_seed(0))
+    window = torch.arange(2, 6, dtype=torch.float32).view(1, 4, 1, 1, 1)
+    assert torch.equal(z0, (0.5 * window).expand(b, 4, 4, h, w))  # std 0: the scaled mean of frames 2..5
+    assert torch.allclose(cond.latents, 10 + window.expand(b, 4, 4, h, w), atol=1e-9)  # sigma_c = e^-30: mode
+    assert torch.equal(cond.masks, window.expand(b, 4, 1, h, w))
+    assert torch.equal(cond.flows_fw, window[:, 1:].expand(b, 3, 2, h, w))  # the pairs inside the window
+    assert torch.equal(cond.flows_bw, -window[:, 1:].expand(b, 3, 2, h, w))
+    assert torch.equal(cond.image_embeds, torch.full((b, 1, 8), 2.0))  # CLIP of the window's first frame
+    t.cond_latents = "sample"  # a posterior draw: std 1 moves the latents
+    _, drawn = draw_conditioning(enc, t, 0.5, 2, 4, torch.Generator().manual_seed(0))
+    assert (drawn.latents - cond.latents).abs().mean() > 0.5
