@@ -136,7 +136,7 @@ class PointCloud:
         return fill_holes(cv2.morphologyEx(out, cv2.MORPH_CLOSE, disk(PUSH_CLOSE)).astype(bool))
 
 
-def _margin(mask: np.ndarray) -> np.ndarray:
+def cover(mask: np.ndarray) -> np.ndarray:
     """The covering margin: a mask must hide every pixel of the object, anti-aliased edge included."""
     return dilate(mask, max(MARGIN_MIN, int(round(MARGIN_FRAC * object_radius(mask)))))
 
@@ -167,5 +167,5 @@ def track_flow(frames: np.ndarray, annotation: np.ndarray, frame: int, progress:
     out = np.zeros((n, h, w), bool)
     for t in range(n):
         m = objects[t] if scale == 1.0 else cv2.resize(objects[t].astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) > 0.5
-        out[t] = _margin(m) if m.any() else m
+        out[t] = cover(m) if m.any() else m
     return out
