@@ -20,7 +20,6 @@ from fffvdi.propagation.trace import FB_ALPHA, FB_BETA
 from fffvdi.tracking.annotation import is_box
 from fffvdi.tracking.refine import clean, dilate, disk, fill_holes, object_in_box, object_radius, refit
 
-REFIT = True
 WORK_SIDE = 640  # longest side for flow and tracing; larger videos are traced at this size and upscaled
 ROI_PAD = 12  # pixels around the object's previous box (plus the largest motion there) that are traced
 PHOTO_TOL = 24.0  # mean |RGB difference| (blurred frames) above which a step lands on other content
@@ -147,9 +146,9 @@ def track_flow(frames: np.ndarray, annotation: np.ndarray, frame: int, progress:
     scale = min(1.0, WORK_SIDE / max(h, w))
     size = (max(int(round(w * scale)), 1), max(int(round(h * scale)), 1))  # cv2 (W, H)
     work = frames if scale == 1.0 else np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
-    ann = annotation if scale == 1.0 else cv2.resize(annotation.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.5
+    annotated = object_in_box(frames[frame], annotation) if is_box(annotation) else annotation  # full size [H, W]
     objects = np.zeros(work.shape[:3], bool)  # [T, h, w] object masks before the margin
-    objects[frame] = object_in_box(work[frame], ann) if is_box(ann) else ann
+    objects[frame] = annotated if scale == 1.0 else cv2.resize(annotated.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.5
     if n > 1:
         fw, bw = estimate_flows(work, progress)
         images = np.stack([cv2.GaussianBlur(f.astype(np.float32), (5, 5), 1.0) for f in work])  # [T, h, w, 3]
@@ -163,9 +162,12 @@ def track_flow(frames: np.ndarray, annotation: np.ndarray, frame: int, progress:
             # both ways must agree: pulled pixels the carried object points do not reach are background that the
             # flow dragged along (uncovered behind the object); points alone leave gaps where the object grows
             obj &= dilate(cloud.raster(obj.shape), PUSH_GROW)
-            objects[t] = refit(work[t], clean(obj), unknown) if REFIT else clean(obj)
+            objects[t] = refit(work[t], clean(obj), unknown)
     out = np.zeros((n, h, w), bool)
     for t in range(n):
-        m = objects[t] if scale == 1.0 else cv2.resize(objects[t].astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) > 0.5
+        if t == frame or scale == 1.0:
+            m = annotated if t == frame else objects[t]
+        else:
+            m = cv2.resize(objects[t].astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) > 0.5
         out[t] = cover(m) if m.any() else m
     return out

@@ -1,0 +1,194 @@
+"""Mask tracking from one annotation: oracle clips (hidden object known), annotations, errors, SAM 2 (tiny, offline)."""
+import time
+
+import cv2
+import numpy as np
+import pytest
+from tracking_scene import blob_scene
+
+import fffvdi.tracking.flow_tracker as flow_tracker
+from fffvdi.errors import InputError
+from fffvdi.tracking import box_mask, read_annotation, track_masks
+from fffvdi.tracking.annotation import mask_box, parse_box
+from fffvdi.tracking.flow_tracker import cover
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """40 frames, 160x256: a wavy textured ellipse moving ~2.8 px/frame and growing to 1.5x over a panning background."""
+    return blob_scene(n_frames=40)
+
+
+def _box_around(obj: np.ndarray, pad: int = 3) -> np.ndarray:
+    x, y, w, h = mask_box(obj)
+    return box_mask((x - pad, y - pad, w + 2 * pad, h + 2 * pad), obj.shape)
+
+
+def _scores(masks: np.ndarray, objects: np.ndarray):
+    inter = (masks & objects).sum((1, 2))
+    area = objects.sum((1, 2))
+    return inter / area, masks.sum((1, 2)) / area, inter / (masks | objects).sum((1, 2))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k", [0, 20])
+def test_flow_tracker_covers_a_moving_growing_object_from_a_box(scene, k):
+    frames, objects = scene
+    box = _box_around(objects[k])
+    assert box.sum() > 1.5 * objects[k].sum()  # the box alone would break the area bound: it must become the object
+    t0 = time.process_time()
+    masks = track_masks(frames, box, k)
+    cpu = time.process_time() - t0
+    assert masks.shape == objects.shape and masks.dtype == bool
+    coverage, ratio, iou = _scores(masks, objects)
+    print(f"\nbox on frame {k}: IoU mean {iou.mean():.3f} min {iou.min():.3f}, coverage min {coverage.min():.4f}, "
+          f"area ratio max {ratio.max():.2f}, {cpu:.1f} s CPU")
+    assert coverage.min() >= 0.97, np.round(coverage, 3)  # every frame hides (almost) all of the object
+    assert ratio.max() <= 1.5, np.round(ratio, 2)
+    assert iou.min() >= 0.6
+
+
+@pytest.mark.slow
+def test_flow_tracker_from_a_mask_image_mid_clip_at_reduced_working_size(scene, monkeypatch):
+    """A non-box annotation is tracked as drawn; frames above WORK_SIDE are traced small and upscaled."""
+    frames, objects = scene[0][10:26], scene[1][10:26]
+    monkeypatch.setattr(flow_tracker, "WORK_SIDE", 192)  # 160x256 -> 120x192
+    masks = track_masks(frames, objects[8], 8)
+    coverage, ratio, iou = _scores(masks, objects)
+    print(f"\nmask on frame 8, working size 120x192: IoU mean {iou.mean():.3f} min {iou.min():.3f}")
+    assert np.array_equal(masks[8], cover(objects[8]))  # the drawn mask itself, plus the covering margin
+    assert coverage.min() >= 0.97 and ratio.max() <= 1.6
+
+
+def test_object_pixels_uncovered_behind_the_object_are_not_dragged_along(scene):
+    """The colour checks: without them DIS spreads the object's motion into the background it uncovers."""
+    frames, objects = scene[0][:16], scene[1][:16]
+    masks = track_masks(frames, objects[0], 0)
+    _, ratio, _ = _scores(masks, objects)
+    assert ratio[-1] <= 1.35
+
+
+def test_box_mask_values_clipping_and_errors():
+    m = box_mask((2, 1, 3, 2), (4, 6))
+    expected = np.zeros((4, 6), bool)
+    expected[1:3, 2:5] = True
+    assert np.array_equal(m, expected)
+    assert box_mask((-2, -2, 4, 4), (4, 6)).sum() == 4  # clipped to the frame
+    with pytest.raises(InputError, match="outside"):
+        box_mask((10, 0, 3, 3), (4, 6))
+    with pytest.raises(InputError, match="empty"):
+        box_mask((1, 1, 0, 3), (4, 6))
+    assert parse_box("40, 30,64,48") == (40, 30, 64, 48)
+    with pytest.raises(InputError, match="x,y,w,h"):
+        parse_box("40,30,64")
+
+
+def test_read_annotation_resizes_nearest_and_reads_alpha(tmp_path):
+    img = np.zeros((20, 30), np.uint8)
+    img[4:10, 6:18] = 255
+    cv2.imwrite(str(tmp_path / "m.png"), img)
+    m = read_annotation(tmp_path / "m.png", (40, 60))
+    assert m.dtype == bool and m.shape == (40, 60)
+    assert np.array_equal(m, np.kron(img > 0, np.ones((2, 2), bool)))  # nearest: exact doubling
+    rgba = np.zeros((20, 30, 4), np.uint8)
+    rgba[..., 3] = img  # white in the alpha channel only
+    cv2.imwrite(str(tmp_path / "a.png"), rgba)
+    assert np.array_equal(read_annotation(tmp_path / "a.png", (20, 30)), img > 0)
+
+
+def test_read_annotation_errors(tmp_path):
+    cv2.imwrite(str(tmp_path / "empty.png"), np.zeros((8, 8), np.uint8))
+    with pytest.raises(InputError, match="empty.png is empty"):
+        read_annotation(tmp_path / "empty.png", (8, 8))
+    with pytest.raises(InputError, match="does not exist"):
+        read_annotation(tmp_path / "missing.png", (8, 8))
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(InputError, match="bad.png"):
+        read_annotation(tmp_path / "bad.png", (8, 8))
+
+
+def test_track_masks_rejects_bad_input():
+    frames = np.zeros((5, 16, 24, 3), np.uint8)
+    ann = box_mask((2, 2, 5, 5), (16, 24))
+    with pytest.raises(InputError, match="frame 5 is out of range.*5 frames"):
+        track_masks(frames, ann, 5)
+    with pytest.raises(InputError, match="out of range"):
+        track_masks(frames, ann, -1)
+    with pytest.raises(InputError, match="annotation is empty"):
+        track_masks(frames, np.zeros((16, 24), bool), 0)
+    with pytest.raises(InputError, match="16x24"):
+        track_masks(frames, np.ones((8, 8), bool), 0)
+    with pytest.raises(InputError, match="uint8"):
+        track_masks(frames.astype(np.float32), ann, 0)
+    with pytest.raises(InputError, match="tracker 'magic' is unknown"):
+        track_masks(frames, ann, 0, tracker="magic")
+
+
+def test_a_single_frame_video_gives_the_annotation_with_its_margin():
+    frames = np.random.default_rng(0).integers(0, 255, (1, 32, 48, 3), dtype=np.uint8)
+    ann = np.zeros((32, 48), bool)
+    cv2.circle(ann.view(np.uint8), (20, 15), 6, 1, -1)
+    out = track_masks(frames, ann, 0)
+    assert out.shape == (1, 32, 48) and np.array_equal(out[0], cover(ann))
+    assert out[0].sum() > ann.sum() and (out[0] & ann).sum() == ann.sum()
+
+
+# --- SAM 2 (tiny random model, offline) ---
+
+
+@pytest.fixture(scope="module")
+def tiny_sam2_dir(tmp_path_factory):
+    from fffvdi.tracking.tiny_sam2 import save_tiny_sam2
+
+    return save_tiny_sam2(tmp_path_factory.mktemp("tiny_sam2"))
+
+
+def test_tiny_sam2_is_saved_in_the_hub_layout(tiny_sam2_dir):
+    names = {p.name for p in tiny_sam2_dir.iterdir()}
+    assert {"config.json", "model.safetensors", "processor_config.json"} <= names
+
+
+@pytest.mark.parametrize("k", [0, 3])
+def test_sam2_tracker_uses_the_prompt_mask_on_its_frame(tiny_sam2_dir, k):
+    frames, objects = blob_scene(n_frames=5, size=(48, 80), start=(22.0, 20.0), speed=(2.0, 0.5))
+    masks = track_masks(frames, objects[k], k, tracker="sam2", sam2=str(tiny_sam2_dir))
+    assert masks.shape == (5, 48, 80) and masks.dtype == bool
+    want = cover(objects[k])
+    iou = (masks[k] & want).sum() / (masks[k] | want).sum()
+    assert iou > 0.97  # SAM 2 returns a mask prompt as its frame's output (resampled through 128x128)
+
+
+def test_sam2_tracker_takes_a_box_as_a_box_prompt(tiny_sam2_dir, monkeypatch):
+    from transformers import Sam2VideoProcessor
+
+    seen = {}
+    original = Sam2VideoProcessor.add_inputs_to_inference_session
+
+    def spy(self, session, frame_idx, obj_ids, **kw):
+        seen.update(kw, frame_idx=frame_idx)
+        return original(self, session, frame_idx, obj_ids, **kw)
+
+    monkeypatch.setattr(Sam2VideoProcessor, "add_inputs_to_inference_session", spy)
+    frames = np.random.default_rng(1).integers(0, 255, (3, 40, 64, 3), dtype=np.uint8)
+    masks = track_masks(frames, box_mask((10, 5, 20, 12), (40, 64)), 1, tracker="sam2", sam2=str(tiny_sam2_dir))
+    assert masks.shape == (3, 40, 64)
+    assert seen["frame_idx"] == 1 and seen["input_boxes"] == [[[10, 5, 29, 16]]]  # x0, y0, x1, y1 inclusive
+
+
+def test_sam2_missing_model_is_one_line_with_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    frames = np.zeros((2, 16, 16, 3), np.uint8)
+    ann = box_mask((2, 2, 6, 6), (16, 16))
+    t0 = time.monotonic()
+    with pytest.raises(InputError) as err:
+        track_masks(frames, ann, 0, tracker="sam2", sam2="facebook/sam2.1-hiera-tiny")
+    assert time.monotonic() - t0 < 5
+    msg = str(err.value)
+    assert "\n" not in msg and "huggingface-cli download facebook/sam2.1-hiera-tiny" in msg and "HF_HUB_OFFLINE" in msg
+    with pytest.raises(InputError, match="does not exist"):
+        track_masks(frames, ann, 0, tracker="sam2", sam2=str(tmp_path / "nowhere"))
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.json").write_text("{}")
+    with pytest.raises(InputError, match="not a SAM 2 folder.*model.safetensors"):
+        track_masks(frames, ann, 0, tracker="sam2", sam2=str(tmp_path / "half"))
