@@ -144,8 +144,7 @@ def _unique(jobs: list[Job], where: str, fix: str) -> list[Job]:
 
 def run_jobs(
     jobs: Sequence[Job], check: Callable[[Job], Optional[str]], run: Callable[[Job], None], rank: int = 0,
-    progress: bool = True, report: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
-    fatal: tuple[type, ...] = (),
+    progress: bool = True, report: Optional[Callable[[str], None]] = None, fatal: tuple[type, ...] = (),
 ) -> list[Outcome]:
     """Check every job first (no model is loaded yet), then run the ones that passed, in order.
 
@@ -154,6 +153,7 @@ def run_jobs(
     Ctrl-C (KeyboardInterrupt, or one of `fatal`) stops the batch."""
     from tqdm import tqdm
 
+    report = report or (lambda line: tqdm.write(line, file=sys.stderr))  # on its own line, above the bar
     outcomes: dict[int, Outcome] = {}  # by position: names may repeat when OUTPUT columns differ
     todo = []
     for i, job in enumerate(jobs):

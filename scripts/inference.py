@@ -170,6 +170,8 @@ def run_batch(args: argparse.Namespace) -> int:
     error = None
     try:
         cfg = build_config(args)
+        if args.video_list is not None and (args.video is not None or args.mask is not None):
+            raise InputError("--video-list names every video and mask; drop --video/--mask or the list")
         if args.box is not None or args.mask_frame is not None:
             raise InputError("--box/--mask-frame annotate one video; track each video's masks first "
                              "(scripts/inference.py --video V --box ...) and list them")

@@ -193,9 +193,41 @@ def test_video_list_relative_paths_comments_and_outputs(tmp_path, capsys):
     err = _one_error(capsys, CLI.main(["--video-list", str(lst), "--method", "telea", "--output", str(tmp_path / "o2")]))
     assert "3 problems in --video-list" in err and "line 2: 1 fields" in err and "line 3: video" in err
     assert "line 4: 4 fields" in err and not (tmp_path / "o2").exists()
+    err = _one_error(capsys, CLI.main(["--video-list", str(lst), "--video", str(videos / "a"), "--output", str(tmp_path / "o2")]))
+    assert "drop --video/--mask or the list" in err
     lst.write_text("../videos/a ../masks/a same\n../videos/b ../masks/b.png same\n")
     err = _one_error(capsys, CLI.main(["--video-list", str(lst), "--method", "telea", "--output", str(tmp_path / "o2")]))
     assert "would both write" in err and "third column OUTPUT" in err
+
+
+def test_a_model_that_fails_to_load_is_tried_once_and_ctrl_c_stops_the_batch(tmp_path, capsys, monkeypatch):
+    import fffvdi.methods
+    from fffvdi.batch import Outcome, exit_status
+    from fffvdi.errors import ModelLoadError
+
+    videos, masks = _parents(tmp_path)
+    calls = []
+
+    def broken(cfg):
+        calls.append(cfg.method)
+        raise ModelLoadError("could not load the model; pass model.pretrained=DIR")
+
+    monkeypatch.setattr(fffvdi.methods, "build_method", broken)
+    args = ["--video", str(videos), "--mask", str(masks), "--method", "telea"]
+    assert CLI.main([*args, "--output", str(tmp_path / "o")]) == 3  # every video failed, one load attempt
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert calls == ["telea"] and len(err) == 3 and all("could not load the model" in line for line in err)
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["summary.json"]  # no half-made video folder
+
+    def interrupted(read_frames, read_masks, total, sink, **kwargs):
+        raise KeyboardInterrupt
+
+    interrupted.resumable = False
+    monkeypatch.setattr(fffvdi.methods, "build_method", lambda cfg: interrupted)
+    assert CLI.main([*args, "--output", str(tmp_path / "i")]) == 130  # not "video a failed, go on with b"
+    assert "interrupted" in capsys.readouterr().err and not (tmp_path / "i" / "b").exists()
+    failed = [Outcome("v", "v", "m", "o", "failed")] * 150
+    assert exit_status(failed) == 100 and exit_status([Outcome("v", "v", "m", "o", "done")]) == 0
 
 
 def _free_port() -> int:
