@@ -159,3 +159,22 @@ def test_draw_conditioning_takes_the_window_of_every_field():
     t.cond_latents = "sample"  # a posterior draw: std 1 moves the latents
     _, drawn = draw_conditioning(enc, t, 0.5, 2, 4, torch.Generator().manual_seed(0))
     assert (drawn.latents - cond.latents).abs().mean() > 0.5
+
+
+def test_the_24gb_config_trains_on_cpu_with_the_tiny_model(setup):
+    """configs/train_24gb.yaml as written, scaled to the tiny model; only the CUDA-only optimizer is swapped."""
+    base, _ = setup
+    from fffvdi.config import load_config
+    from fffvdi.train_config import TrainConfig
+
+    cfg = load_config(TrainConfig, str(ROOT / "configs/train_24gb.yaml"), [])
+    assert cfg.lora.enabled and cfg.optim.name == "adamw8bit" and cfg.train.gradient_checkpointing
+    assert cfg.data.cache_dir and cfg.train.offload_frozen and cfg.data.num_frames == 25
+    tiny = [f"model.pretrained={setup[1][0].split('=', 1)[1]}", "model.variant=null", f"data.root={base / 'data'}",
+            "data.num_frames=6", "data.size=[64,64]", "data.num_workers=0", f"data.cache_dir={base / 'cache24'}",
+            "optim.name=adamw", "train.mixed_precision='no'", "train.weight_dtype=float32", "train.max_steps=2",
+            "logging.report_to=none", "validation.every_steps=0", f"checkpoint.output_dir={base / 'r24'}",
+            "checkpoint.every_steps=2"]
+    result = train_script.main(["--config", str(ROOT / "configs/train_24gb.yaml"), *tiny])
+    assert result.global_step == 2 and len(list((base / "cache24").glob("*.pt"))) == 2
+    assert (base / "r24" / "checkpoint-2" / "lora").is_dir() and (base / "r24" / "unet" / "config.json").is_file()
