@@ -27,7 +27,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> Path:
     """Track the annotation through the clip and save the masks; InputError on an empty annotation or result."""
     from fffvdi.io import load_video
-    from fffvdi.tracking import save_masks, track_masks
 
     video = load_video(args.frames)
     annotation = cv2.imread(args.annotation, cv2.IMREAD_GRAYSCALE)
@@ -40,6 +39,8 @@ def run(args: argparse.Namespace) -> Path:
         raise InputError(f"annotation is {annotation.shape} but frames are {video.frames.shape[1:3]}; draw it again")
     if not 0 <= args.frame < len(video):
         raise InputError(f"annotated frame {args.frame} is outside the clip's {len(video)} frames; pick another frame")
+    from fffvdi.tracking import save_masks, track_masks  # after the checks: a bad annotation fails fast
+
     masks = track_masks(video.frames, annotation, args.frame, tracker=args.tracker, sam2=args.sam2, progress=True)
     if not np.asarray(masks).any():
         raise InputError("tracking lost the object on every frame (empty masks); draw a larger box or a brush mask")

@@ -170,7 +170,7 @@ def build_ui(store: SessionStore, jobs: JobQueue):
             out = finished.output
             files = [str(out / "inpainted.mp4")]
             try:
-                files.append(str(zip_frames(out / "frames", s.new_path("frames", ".zip"))))
+                files.append(str(zip_frames(out / "frames", s.new_dir("download") / "inpainted_frames.zip")))
             except FFFVDIError as err:
                 text = f"done; {err}"
             yield text, files[0], files, str(s.masks_dir / "masks_preview.mp4")

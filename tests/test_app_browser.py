@@ -1,0 +1,152 @@
+"""The web app in a real browser: headless Chromium (Debian's) driven by Playwright against scripts/app.py on a
+free loopback port: upload the demo clip, draw a box with two clicks, run propagate, download the result."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from fffvdi.io import load_video, write_video
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("FFFVDI_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FRAMES = 20  # of the 40-frame demo clip, at half size: tracking + propagate take a few seconds each
+H, W = 120, 216
+BOX = (102, 0, 74, 54)  # (x, y, w, h) around the demo's ellipse on frame 0 (its half-size mask: x 108-170, y 0-48)
+
+
+def _browser():
+    """A launched Chromium, or a skip naming why there is none."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install playwright)")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no browser at {CHROMIUM} (apt-get install -y chromium)")
+    pw = sync_playwright().start()
+    try:
+        return pw, pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    except Exception as err:  # a browser that is there but cannot start here
+        pw.stop()
+        pytest.skip(f"chromium at {CHROMIUM} cannot be launched: {str(err).splitlines()[0]}")
+
+
+def _wait_status(page, condition: str, timeout: float = 60) -> str:
+    """Wait until the status box's text `v` satisfies the JavaScript `condition`; returns the text."""
+    page.wait_for_function(f"() => {{ const e = document.querySelector('#status textarea'); const v = e ? e.value : '';"
+                           f" return {condition}; }}", timeout=timeout * 1000)
+    return page.locator("#status textarea").input_value()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"app exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"app did not serve {url} in {timeout} s: {log.read_text()[-2000:]}")
+
+
+def _half(img: np.ndarray) -> np.ndarray:
+    return cv2.resize(img, (W, H), interpolation=cv2.INTER_AREA if img.ndim == 3 else cv2.INTER_NEAREST)
+
+
+@pytest.fixture
+def demo_clip(tmp_path) -> Path:
+    frames = np.stack([cv2.cvtColor(_half(cv2.imread(str(ROOT / f"assets/demo/frames/{i:05d}.jpg"))), cv2.COLOR_BGR2RGB)
+                       for i in range(FRAMES)])
+    return write_video(tmp_path / "demo clip.mp4", frames, fps=12)
+
+
+def test_upload_box_propagate_download_in_a_real_browser(tmp_path, demo_clip):
+    pw, browser = _browser()
+    artifacts = Path(os.environ.get("FFFVDI_ARTIFACTS", tmp_path / "artifacts"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    port, work = _free_port(), tmp_path / "work"
+    log = tmp_path / "app.log"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    with open(log, "wb") as out:
+        app = subprocess.Popen([sys.executable, str(ROOT / "scripts/app.py"), "--port", str(port), "--workdir", str(work)],
+                               stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        _wait_http(url, app, log)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        page.goto(url)
+        bad = tmp_path / "broken.mp4"
+        bad.write_text("not a video")
+        page.set_input_files("#upload input[type=file]", str(bad))  # a bad file: a message, and the app serves on
+        text = _wait_status(page, "v.startsWith('error')")
+        assert "cannot be read" in text and "\n" not in text
+        page.locator("#upload button[aria-label='Clear']").click()
+        page.set_input_files("#upload input[type=file]", str(demo_clip))
+        assert _wait_status(page, "v.startsWith('loaded')").startswith(f"loaded {FRAMES} frames of {W}x{H} at 12 fps")
+
+        img = page.locator("#frame-image img")
+        img.wait_for()
+        page.wait_for_function("() => document.querySelector('#frame-image img').naturalWidth == " + str(W))
+        bb = img.bounding_box()
+        sx, sy = bb["width"] / W, bb["height"] / H  # displayed pixels per frame pixel
+        x, y, w, h = BOX
+        for px, py in ((x + w - 1, y + h - 1), (x, y)):  # any two opposite corners
+            page.mouse.click(bb["x"] + (px + 0.5) * sx, bb["y"] + (py + 0.5) * sy)
+            page.wait_for_timeout(700)  # let the first click's marker arrive before the second
+        page.wait_for_function("() => document.querySelector('#box-w input').value !== ''", timeout=20000)
+        drawn = [int(page.locator(f"#box-{k} input").input_value()) for k in "xywh"]
+        assert np.abs(np.array(drawn) - np.array(BOX)).max() <= 2, drawn  # clicks land within display rounding
+
+        page.locator("#method").get_by_label("fffvdi").check()  # no checkpoint: told so in the page, nothing runs
+        page.click("#run")
+        _wait_status(page, "v.includes('needs a checkpoint')", timeout=20)
+        page.locator("#method").get_by_label("propagate").check()
+        page.click("#run")
+        text = _wait_status(page, "v === 'done' || (v.startsWith('error') && !v.includes('checkpoint'))", timeout=120)
+        assert text == "done", text
+        page.locator("#result-video video").wait_for(timeout=20000)
+        link = page.locator("#downloads a[download='inpainted.mp4']")
+        with page.expect_download() as info:
+            link.click()
+        got = tmp_path / "downloaded.mp4"
+        info.value.save_as(got)
+        page.screenshot(path=str(artifacts / "app_screenshot.png"), full_page=True)
+        if os.environ.get("FFFVDI_UPDATE_SCREENSHOT"):
+            shutil.copy(artifacts / "app_screenshot.png", ROOT / "assets" / "app_screenshot.png")
+
+        result, source = load_video(got), load_video(demo_clip)
+        assert result.frames.shape == source.frames.shape == (FRAMES, H, W, 3)
+        assert result.fps == source.fps == 12
+        masks = np.stack([_half(cv2.imread(str(ROOT / f"assets/demo/masks/{i:05d}.png"), 0)) > 127 for i in range(FRAMES)])
+        hole_diff = np.abs(result.frames.astype(int) - source.frames)[masks].mean()
+        assert hole_diff > 20, hole_diff  # the object is gone: the hole holds background now, not the ellipse
+        assert page.locator("#downloads a[download='inpainted_frames.zip']").count() == 1  # the PNG frames zip too
+        page.close()
+    finally:
+        browser.close()
+        pw.stop()
+        app.send_signal(signal.SIGTERM)
+        try:
+            app.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            app.kill()
+    assert app.returncode == 0, log.read_text()[-2000:]
+    assert work.is_dir() and not any(work.iterdir())  # every session file was removed at exit
