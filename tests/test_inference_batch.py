@@ -159,6 +159,14 @@ def test_a_failing_video_is_reported_and_the_rest_go_on(tmp_path, capsys):
     status = {v["name"]: (v["status"], v["message"]) for v in summary["videos"]}
     assert status["a"] == ("done", "") and status["c"] == ("done", "") and status["b"][0] == "failed"
     assert "another aspect ratio" in status["b"][1]
+    # a rerun skips finished videos; a leftover unfinished folder needs --resume or --overwrite, as for one video
+    import shutil
+
+    shutil.move(out / "c", out / "c.partial")
+    code = CLI.main(["--video", str(videos), "--mask", str(masks), "--method", "propagate", "--output", str(out)])
+    assert code == 2 and "videos: 0 done, 2 failed, 1 skipped" in capsys.readouterr().out
+    status = {v["name"]: (v["status"], v["message"]) for v in json.loads((out / "summary.json").read_text())["videos"]}
+    assert status["a"][0] == "skipped" and "unfinished output" in status["c"][1] and "--resume" in status["c"][1]
 
 
 def test_a_video_without_a_mask_is_an_error_up_front(tmp_path, capsys, monkeypatch):
@@ -304,6 +312,39 @@ def test_box_on_one_frame_is_tracked_saved_beside_the_result_and_used_as_the_mas
                      "--output", str(out), "--overwrite"]) == 0
     again = np.stack([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) > 127 for p in sorted((out / "masks").glob("*.png"))])
     assert all((again[t] & objects[t]).sum() >= 0.95 * objects[t].sum() for t in range(len(frames)))
+
+
+def test_an_interrupted_annotated_run_resumes_with_its_tracked_masks(tmp_path, capsys, monkeypatch):
+    import fffvdi.tracking
+    from fffvdi.io.output import VideoWriter
+
+    frames, _ = _object_clip(8)
+    video = _write_pngs(tmp_path / "clip" / "frames", frames)
+    args = ["--video", str(video), "--box", "18,18,24,24", "--method", "telea", "window.num_frames=4",
+            "window.overlap=2"]
+    real, calls = VideoWriter.write, []
+
+    def write(self, batch, names):  # Ctrl-C in the second window
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        real(self, batch, names)
+
+    with monkeypatch.context() as m:
+        m.setattr(VideoWriter, "write", write)
+        assert CLI.main([*args, "--output", str(tmp_path / "out")]) == 130
+    kept = _pngs(tmp_path / "out.partial" / "masks")
+    assert len(kept) == 8
+    err = _one_error(capsys, CLI.main([*args[:3], "18,18,24,25", *args[4:], "--output", str(tmp_path / "out"),
+                                       "--resume"]))
+    assert "annotation.box=[18, 18, 24, 24], now [18, 18, 24, 25]" in err  # another annotation is another run
+    monkeypatch.setattr(fffvdi.tracking, "track_masks", lambda *a, **k: pytest.fail("the tracked masks are kept"))
+    assert CLI.main([*args, "--output", str(tmp_path / "out"), "--resume"]) == 0
+    assert _pngs(tmp_path / "out" / "masks") == kept
+    # the frames of an uninterrupted run on those masks, bit for bit
+    assert CLI.main(["--video", str(video), "--mask", str(tmp_path / "out" / "masks"), *args[4:],
+                     "--output", str(tmp_path / "ref")]) == 0
+    assert _pngs(tmp_path / "out" / "frames") == _pngs(tmp_path / "ref" / "frames")
 
 
 def test_bad_annotations_fail_in_one_line_before_anything_is_written(tmp_path, capsys, monkeypatch):

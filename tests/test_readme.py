@@ -143,6 +143,16 @@ def _file(path: str) -> Callable[[Path, Command], None]:
     return check
 
 
+def _batch(out: str, videos: int, frames: int) -> Callable[[Path, Command], None]:
+    def check(root: Path, command: Command) -> None:
+        summary = json.loads((root / out / "summary.json").read_text(encoding="utf-8"))
+        assert summary["counts"] == {"done": videos, "failed": 0, "skipped": 0}, f"{command.text}: {summary['counts']}"
+        for video in summary["videos"]:
+            found = len(list((root / video["output"] / "frames").glob("*.png")))
+            assert found == frames, f"{command.text}: {video['output']} has {found} frames, not {frames}"
+    return check
+
+
 # README column -> (summary.json metric, tolerance in units of the last printed digit)
 COLUMNS = {"PSNR": "psnr", "SSIM": "ssim", "masked PSNR": "masked_psnr"}
 EWARP_COLUMN = "E_warp (x1e-3"  # header prefix; the header may add the ground truth's value
@@ -170,6 +180,8 @@ EXPECTED: list[tuple[str, Callable[[Path, Command], None]]] = [
     (r"scripts/inference\.py .*--method propagate", _inference("demo-propagate")),
     (r"scripts/inference\.py .*configs/inference_tiny\.yaml", _inference("demo-fffvdi")),
     (r"scripts/make_tiny_model\.py assets/tiny_svd$", _file("assets/tiny_svd/model_index.json")),
+    (r"make_synthetic_dataset\.py data/many --eval --videos 3 ", _folders("data/many/test_masks", 3)),
+    (r"scripts/inference\.py --video data/many/JPEGImages ", _batch("results/many-telea", 3, 10)),
     (r"make_synthetic_dataset\.py data/synthetic --videos 4 ", _folders("data/synthetic/Annotations", 4)),
     (r"make_synthetic_dataset\.py data/synthetic_eval --eval --videos 4 ", _folders("data/synthetic_eval/test_masks", 4)),
     (r"^accelerate launch --cpu .*configs/train_tiny\.yaml$", _file("outputs/tiny/unet/config.json")),
