@@ -236,6 +236,7 @@ def _fail(key: str, value: Any, fix: str) -> None:
 def _check_lean(cfg: Any) -> None:
     """The memory-lean options: optimizer name, LoRA, frame window, conditioning cache."""
     import importlib.util
+    import re
 
     o, t, d = cfg.optim, cfg.train, cfg.data
     if o.use_8bit_adam:  # the old key: false (as in older YAML files) still means adamw
@@ -246,6 +247,11 @@ def _check_lean(cfg: Any) -> None:
             _fail("optim.name", o.name, "needs bitsandbytes: pip install bitsandbytes (or use optim.name=adamw)")
         if cfg.model.device == "cpu":
             _fail("optim.name", o.name, "bitsandbytes' 8-bit AdamW needs a CUDA GPU; use optim.name=adamw on the CPU")
+    for pattern in cfg.lora.target_modules:
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            _fail("lora.target_modules", pattern, f"not a regex ({err}); patterns full-match Linear layer names")
     if not 0 <= cfg.lora.dropout < 1:
         _fail("lora.dropout", cfg.lora.dropout, "must lie in [0, 1)")
     if cfg.lora.enabled and importlib.util.find_spec("peft") is None:

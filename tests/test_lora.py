@@ -238,7 +238,7 @@ def test_lora_and_lean_config_errors(setup, tmp_path):
     cases = [("lora.rank=0", "lora.rank"), ("lora.dropout=1.5", "lora.dropout"),
              ("optim.use_8bit_adam=true", "optim.name=adamw8bit"), ("optim.name=adam", "optim.name"),
              ("train.frames_per_step=9", "frames_per_step"), (f"data.cache_dir={tmp_path}", "epoch_cycle"),
-             ("train.cond_aug_space=noise", "cond_aug_space")]
+             ("train.cond_aug_space=noise", "cond_aug_space"), ("lora.target_modules=['a(b']", "not a regex")]
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:

@@ -178,3 +178,8 @@ def test_the_24gb_config_trains_on_cpu_with_the_tiny_model(setup):
     result = train_script.main(["--config", str(ROOT / "configs/train_24gb.yaml"), *tiny])
     assert result.global_step == 2 and len(list((base / "cache24").glob("*.pt"))) == 2
     assert (base / "r24" / "checkpoint-2" / "lora").is_dir() and (base / "r24" / "unet" / "config.json").is_file()
+    from safetensors.torch import load_file
+
+    adapters = load_file(str(base / "r24" / "checkpoint-2" / "lora" / "adapter_model.safetensors"))
+    lora_b = [v for k, v in adapters.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # gradients reach the adapters through checkpointing
