@@ -120,6 +120,9 @@ def test_upload_box_propagate_download_in_a_real_browser(tmp_path, demo_clip):
         _wait_status(page, "v.includes('needs a checkpoint')", timeout=20)
         page.locator("#method").get_by_label("propagate").check()
         page.click("#run")
+        page.click("#cancel")  # while the masks are still being tracked (a subprocess start alone takes seconds)
+        assert _wait_status(page, "v === 'cancelled' || v === 'done'", timeout=30) == "cancelled"
+        page.click("#run")  # the app serves on after a cancel
         text = _wait_status(page, "v === 'done' || (v.startsWith('error') && !v.includes('checkpoint'))", timeout=120)
         assert text == "done", text
         page.locator("#result-video video").wait_for(timeout=20000)
@@ -139,7 +142,13 @@ def test_upload_box_propagate_download_in_a_real_browser(tmp_path, demo_clip):
         hole_diff = np.abs(result.frames.astype(int) - source.frames)[masks].mean()
         assert hole_diff > 20, hole_diff  # the object is gone: the hole holds background now, not the ellipse
         assert page.locator("#downloads a[download='inpainted_frames.zip']").count() == 1  # the PNG frames zip too
-        page.close()
+        sessions = list(work.glob("fffvdi-app-*/session-*"))
+        assert len(sessions) == 1
+        page.close()  # the tab closes: its session folder goes
+        deadline = time.monotonic() + 30
+        while sessions[0].exists():
+            assert time.monotonic() < deadline, "the closed tab's session folder was not removed"
+            time.sleep(0.2)
     finally:
         browser.close()
         pw.stop()
