@@ -162,6 +162,7 @@ def run_batch(args: argparse.Namespace) -> int:
     """Many videos (--video-list or a parent folder), sharded over `accelerate launch` processes; returns the exit
     status (failed videos, capped at 100). Up-front problems (config, list, unmatched masks) fail every process."""
     import copy
+    import functools
 
     from fffvdi import batch
     from fffvdi.evaluation.shards import agree, all_gather, finish, process_state, rank_device, shard
@@ -198,25 +199,11 @@ def run_batch(args: argparse.Namespace) -> int:
         one.output.dir = str(job.output)  # config.yaml says where this video's result is
         return one
 
-    def check(job) -> Optional[str]:
-        if (job.output / "config.yaml").is_file() and not cfg.output.overwrite:
-            return "skip"  # a finished result: kept
-        from fffvdi.io.partial import PartialOutput
-
-        with open_video(job.video, fps=cfg.fps) as video:  # every frame's header and every mask, as for one video
-            masks = MaskSource.for_video(job.mask, video, threshold=cfg.mask.threshold, dilate=cfg.mask.dilate,
-                                         resize=cfg.mask.resize, mode=cfg.mask.mode)
-            try:
-                masks.check()
-            finally:
-                masks.close()
-        PartialOutput(job.output, cfg.output.overwrite, args.resume).check()
-        return None
-
     def run_one(job) -> None:
         inpaint_video(job_cfg(job), job.video, job.mask, job.output, args.resume, method)
 
     logger.info("%d videos, %d on this process -> %s", len(jobs), len(mine), root)
+    check = functools.partial(batch.check_job, cfg=cfg, resume=args.resume)
     outcomes = batch.run_jobs(mine, check, run_one, rank=state.process_index, fatal=(Interrupted,))
     gathered = all_gather(state, outcomes)  # also the barrier: every process has finished its videos
     order = {str(job.output): i for i, job in enumerate(jobs)}
