@@ -313,10 +313,11 @@ class SyntheticVideo:
     a 200-frame video costs the memory of one window.
     """
 
-    def __init__(self, num_frames: int, height: int, width: int, seed: int = 0) -> None:
+    def __init__(self, num_frames: int, height: int, width: int, seed: int = 0, mask_fraction: float = 1 / 16) -> None:
         from fffvdi.data.synthetic import smooth_texture
 
         self.num_frames, self.height, self.width = num_frames, height, width
+        self.mask_side = mask_fraction**0.5  # the rectangle's side as a fraction of the frame's
         self.texture = smooth_texture(height, width, np.random.default_rng(seed))  # one frame of memory
 
     def read_frames(self, start: int, stop: int) -> np.ndarray:
@@ -324,9 +325,10 @@ class SyntheticVideo:
         return np.stack([np.roll(self.texture, (t, 2 * t), axis=(0, 1)) for t in range(start, stop)])
 
     def read_masks(self, start: int, stop: int) -> np.ndarray:
-        """uint8 `[n, H, W]`: a rectangle of a quarter of each side bouncing horizontally at 3 px/frame."""
+        """uint8 `[n, H, W]`: a rectangle (`mask_fraction` of the area; default a quarter of each side) bouncing
+        horizontally at 3 px/frame."""
         h, w = self.height, self.width
-        mh, mw = max(h // 4, 1), max(w // 4, 1)
+        mh, mw = max(int(round(h * self.mask_side)), 1), max(int(round(w * self.mask_side)), 1)
         span = max(w - mw, 1)
         out = np.zeros((stop - start, h, w), np.uint8)
         for i, t in enumerate(range(start, stop)):

@@ -4,7 +4,7 @@
 Sections: unet_step (FFF-VDI UNet vs the plain SVD UNet with the same weights vs the DNA module alone),
 flow (estimation and completion), vae (encode, chunked decode), inference (whole pipeline per output frame and
 peak memory, each case in a fresh subprocess), train_step (EDM loss forward + backward + AdamW step),
-data_loader (clips/s), propagate (the weight-free method: s/frame at 432x240 and 640x272, masked PSNR vs Telea
+crop (1080p input with a mask of 5 % of the area: window.region=crop vs full), data_loader (clips/s), propagate (the weight-free method: s/frame at 432x240 and 640x272, masked PSNR vs Telea
 on the real-motion-like scenes, peak memory for 300 vs 50 frames). Timings are medians of --repeats runs after --warmup runs. All weights are random:
 speed does not depend on their values. Prints a markdown table and writes JSON with machine, versions, commit.
 """
@@ -14,11 +14,8 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
-import tempfile
 import time
-import tracemalloc
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # random weights only: never touch the network
@@ -27,24 +24,25 @@ import numpy as np
 import torch
 
 from fffvdi import benchmarking as bm
+from fffvdi.bench_video import CASE_TAG, REPO, bench_crop, bench_data_loader, bench_inference, bench_propagate, run_case
 
-SECTIONS = ("unet_step", "flow", "vae", "inference", "train_step", "data_loader", "propagate")
-CASE_TAG = "BENCH_CASE_RESULT "
-REPO = Path(__file__).resolve().parents[1]
+SECTIONS = ("unet_step", "flow", "vae", "inference", "crop", "train_step", "data_loader", "propagate")
+__all__ = ["run_case"]  # tests call it through this script, as `--_case` does
 
 
 def defaults(preset: str, device: str) -> dict:
     """Sizes per preset and device; CPU ones are cut so a run takes minutes on a small CPU."""
     if device == "cuda":
         return dict(sections=SECTIONS, frames=25, height=256, width=512, flow_frames=25, steps=25, chunk=8,
-                    cases="25x256x512,25x576x1024,200x256x512", input_size=None, data_clips=16, repeats=3)
+                    cases="25x256x512,25x576x1024,200x256x512", input_size=None, data_clips=16, repeats=3,
+                    crop_case="100x576x1024")
     if preset == "svd-xt":  # a real-size UNet step at 4 frames takes ~40 s on one busy core: this section only
         return dict(sections=("unet_step",), frames=4, height=256, width=512, flow_frames=2, steps=2, chunk=2,
-                    cases="25x256x512,200x256x512", input_size=None, data_clips=8, repeats=2)
+                    cases="25x256x512,200x256x512", input_size=None, data_clips=8, repeats=2, crop_case="25x256x512")
     # Tiny on CPU: real 256x512 (HxW) frames, few of them; inference on a 64x128 canvas fed 256x512 input frames, so
     # a run that kept the whole video in memory would show in the 200- vs 25-frame peak.
     return dict(sections=SECTIONS, frames=4, height=256, width=512, flow_frames=2, steps=4, chunk=4,
-                cases="25x64x128,200x64x128", input_size="256x512", data_clips=8, repeats=3)
+                cases="25x64x128,200x64x128", input_size="256x512", data_clips=8, repeats=3, crop_case="20x128x256")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -68,6 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None, help="sampling steps in the inference section")
     p.add_argument("--cases", default=None, help="inference cases FRAMESxHEIGHTxWIDTH,...; window 25, overlap 4")
     p.add_argument("--input-size", default=None, help="HxW of inference input frames (default: canvas)")
+    p.add_argument("--crop-case", default=None, help="crop section: FRAMESxCANVAS_HxCANVAS_W (cuda 100x576x1024)")
+    p.add_argument("--crop-input", default="1080x1920", help="crop section: HxW of the input frames")
     p.add_argument("--window", type=int, default=25, help="frames per inference window")
     p.add_argument("--clip-frames", type=int, default=25, help="frames per clip in data_loader (training clip length)")
     p.add_argument("--data-clips", type=int, default=None, help="clips per data-loader epoch")
@@ -92,6 +92,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     try:
         args.case_list = [parse_sizes(c, 3, "--cases entry") for c in args.cases.split(",")]
         args.input_hw = parse_sizes(args.input_size, 2, "--input-size") if args.input_size else None
+        args.crop_case = parse_sizes(args.crop_case, 3, "--crop-case")
+        args.crop_input = parse_sizes(args.crop_input, 2, "--crop-input")
     except ValueError as err:
         p.error(str(err))
     if min(args.frames, args.flow_frames) < 2 or args.clip_frames < 1:
@@ -243,138 +245,6 @@ def bench_train_step(args, device: torch.device, rep: bm.Report) -> None:
     rep.add("train_step", "cuda_peak", bm.cuda_peak_mb(device), "MiB")
 
 
-def bench_data_loader(args, rep: bm.Report) -> None:
-    """VideoClipDataset clips/s on a synthetic YouTube-VOS-layout dataset written to a temp dir."""
-    from fffvdi.data.synthetic import make_synthetic_dataset
-    from fffvdi.data.youtube_vos import VideoClipDataset
-
-    f, size = args.clip_frames, (args.height, args.width)
-    with tempfile.TemporaryDirectory() as tmp:
-        make_synthetic_dataset(tmp, num_videos=3, num_frames=f + 5, size=size, num_short=0)
-        ds = VideoClipDataset(tmp, num_frames=f, size=size, samples_per_epoch=args.data_clips)
-        loader = torch.utils.data.DataLoader(
-            ds, batch_size=1, num_workers=args.workers, persistent_workers=args.workers > 0
-        )
-        t = bm.time_fn(lambda: [None for _ in loader], args.repeats, args.warmup)
-        rep.add("data_loader", "clips_per_s", args.data_clips / t.median_s, "clips/s", frames=f,
-                size=f"{size[0]}x{size[1]}", workers=args.workers, clips_per_epoch=args.data_clips)
-
-
-def bench_propagate(args, rep: bm.Report) -> None:
-    """Flow-traced propagation vs per-frame Telea: speed, quality on fffvdi.data.motion_scenes, memory vs length."""
-    from fffvdi.baselines import propagate_inpaint, telea_inpaint
-    from fffvdi.data.motion_scenes import SCENES, masked_psnr, render_scene
-    from fffvdi.flow.completion import build_flow_completer
-    from fffvdi.flow.estimators import DISFlow
-    from fffvdi.propagation.video import PropagateOptions, propagate_video
-
-    n = 30
-    for spec in SCENES:
-        gt, masked, masks = render_scene(spec, n, (240, 432), seed=1)
-        t0 = time.perf_counter()
-        out, unfilled = propagate_inpaint(masked, masks)
-        sec = (time.perf_counter() - t0) / n
-        rep.add("propagate", f"masked_psnr_{spec.name}", masked_psnr(out, gt, masks), "dB",
-                telea=round(masked_psnr(telea_inpaint(masked, masks), gt, masks), 2), size="240x432", frames=n,
-                spatial_fraction=round(float(unfilled.sum() / masks.sum()), 4), s_per_frame=round(sec, 3))
-    for size in ((240, 432), (272, 640)):
-        gt, masked, masks = render_scene(SCENES[0], n, size, seed=2)
-        t = bm.time_fn(lambda: propagate_inpaint(masked, masks), args.repeats, args.warmup)
-        rep.add("propagate", f"s_per_frame_{size[0]}x{size[1]}", t.median_s / n, "s/frame", scene=SCENES[0].name)
-        t = bm.time_fn(lambda: telea_inpaint(masked, masks), args.repeats, args.warmup)
-        rep.add("propagate", f"telea_s_per_frame_{size[0]}x{size[1]}", t.median_s / n, "s/frame")
-    for radius in (20, PropagateOptions().radius):  # a lazy generated video: memory follows the radius, not the length
-        peaks = {}
-        for frames in (50, 300):
-            video = bm.SyntheticVideo(frames, 240, 432)
-            start = bm.current_rss_mb()
-            tracemalloc.start()  # numpy reports its buffers: the live data, free of the allocator's high-water mark
-            with bm.RSSSampler() as sampler:
-                propagate_video(video.read_frames, video.read_masks, frames, lambda t, f: None, DISFlow(),
-                                build_flow_completer("smooth"), PropagateOptions(radius=radius), progress=False)
-            peaks[frames] = tracemalloc.get_traced_memory()[1] / 2**20
-            tracemalloc.stop()
-            rep.add("propagate", f"peak_arrays_{frames}_frames_radius_{radius}", peaks[frames], "MiB",
-                    rss_peak_mb=round(sampler.peak_mb, 1), rss_growth_mb=round(sampler.peak_mb - start, 1), size="240x432")
-        rep.add("propagate", f"peak_arrays_ratio_300_vs_50_radius_{radius}", peaks[300] / peaks[50], "x")
-
-
-def run_case(spec: dict) -> dict:
-    """One inference case in this (fresh) process: build, warm up one window, time run_windows, report memory."""
-    from fffvdi.config import load_config
-    from fffvdi.inference_config import InferenceConfig
-    from fffvdi.long_video import plan_windows, run_windows
-    from fffvdi.pipeline import FFFVDIPipeline
-
-    device, dtype = torch.device(spec["device"]), getattr(torch, spec["dtype"])
-    total, h, w, window = spec["total"], spec["height"], spec["width"], spec["window"]
-    comps = bm.build_components(spec["preset"], device, dtype)
-    cfg = load_config(InferenceConfig, None, [
-        f"window.height={h}", f"window.width={w}", f"window.num_frames={window}", f"window.overlap={spec['overlap']}",
-        f"window.decode_chunk_size={spec['chunk']}", f"sampling.num_steps={spec['steps']}", "flow.method=dis",
-        f"model.device={spec['device']}",
-    ])
-    pipe = FFFVDIPipeline(comps, cfg, device, dtype)
-    process = lambda fr, m, g: pipe(fr, m, g)  # noqa: E731
-    video = bm.SyntheticVideo(total, *(spec["input_size"] or (h, w)))
-    n = min(window, total)
-    process(video.read_frames(0, n), video.read_masks(0, n), torch.Generator().manual_seed(0))  # warm-up window
-    written = []
-    bm.reset_cuda_peak(device)
-    build_peak = bm.process_peak_rss_mb()  # read first: the reset below also resets getrusage's maxrss on Linux
-    kernel_peak = bm.reset_peak_rss()  # the peak of the warm-up (and of the build) must not mask this run's
-    runs = []
-    with bm.RSSSampler() as rss:
-        for _ in range(spec["repeats"] if total <= window else 1):  # a long video is many windows already
-            written.clear()
-            bm.sync(device)
-            start = time.perf_counter()
-            run_windows(process, video.read_frames, video.read_masks, total, lambda i, fr: written.append(len(fr)),
-                        window, spec["overlap"], progress=False)
-            bm.sync(device)
-            runs.append(time.perf_counter() - start)
-    if sum(written) != total:
-        raise RuntimeError(f"run_windows wrote {sum(written)} frames for a {total}-frame video")
-    return dict(s_per_frame=bm.Timing(runs).median_s / total, runs=len(runs),
-                windows=len(plan_windows(total, window, spec["overlap"])),
-                peak_rss_process_mb=max(build_peak, bm.process_peak_rss_mb()),
-                peak_rss_run_mb=bm.peak_rss_since_reset_mb() if kernel_peak else rss.peak_mb,
-                peak_rss_run_source="VmHWM" if kernel_peak else "sampled", cuda_peak_mb=bm.cuda_peak_mb(device))
-
-
-def bench_inference(args, rep: bm.Report) -> None:
-    """Whole inference per output frame and peak memory; every case in a fresh subprocess (independent peaks)."""
-    by_size: dict[str, dict[int, dict]] = {}
-    for total, h, w in args.case_list:
-        spec = dict(preset=args.preset, device=args.device, dtype=args.dtype, total=total, height=h, width=w,
-                    window=args.window, overlap=4, chunk=args.chunk, steps=args.steps, repeats=args.repeats,
-                    input_size=args.input_hw)
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--_case", json.dumps(spec)] + (
-            ["--threads", str(args.threads)] if args.threads else [])
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(CASE_TAG)]
-        if proc.returncode != 0 or not lines:
-            raise RuntimeError(f"inference case {total}x{h}x{w} failed: {proc.stderr.strip().splitlines()[-1:]}")
-        res = json.loads(lines[-1][len(CASE_TAG):])
-        name = f"{total}f_{h}x{w}"
-        detail = dict(steps=args.steps, window=args.window, windows=res["windows"], input=args.input_size or f"{h}x{w}")
-        rep.add("inference", f"{name}_time", res["s_per_frame"], "s/frame", runs=res["runs"], **detail)
-        rep.add("inference", f"{name}_peak_rss", res["peak_rss_process_mb"], "MiB", note="process lifetime")
-        rep.add("inference", f"{name}_peak_rss_run", res["peak_rss_run_mb"], "MiB", source=res["peak_rss_run_source"],
-                note="peak during the timed runs (after model build and warm-up)")
-        if res["cuda_peak_mb"] is not None:
-            rep.add("inference", f"{name}_cuda_peak", res["cuda_peak_mb"], "MiB")
-        by_size.setdefault(f"{h}x{w}", {})[total] = res
-    for size, res in by_size.items():  # memory growth with video length at the same canvas
-        short = res.get(min(res))
-        for total, r in res.items():
-            if total > min(res):
-                key = "cuda_peak_mb" if r["cuda_peak_mb"] is not None else "peak_rss_run_mb"
-                name = f"{total}f_over_{min(res)}f_{size}"
-                rep.add("inference", f"memory_ratio_{name}", r[key] / short[key], "x", metric=key, target="<= 1.2")
-                rep.add("inference", f"memory_growth_{name}", r[key] - short[key], "MiB", metric=key)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
@@ -392,6 +262,7 @@ def main(argv=None) -> int:
     runners = dict(
         unet_step=lambda: bench_unet_step(args, device, dtype, rep), flow=lambda: bench_flow(args, device, rep),
         vae=lambda: bench_vae(args, device, dtype, rep), inference=lambda: bench_inference(args, rep),
+        crop=lambda: bench_crop(args, rep),
         train_step=lambda: bench_train_step(args, device, rep), data_loader=lambda: bench_data_loader(args, rep),
         propagate=lambda: bench_propagate(args, rep),
     )
@@ -400,7 +271,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         fresh = device.type == "cpu" and bm.reset_peak_rss()
         runners[section]()
-        if fresh and section != "inference":  # inference cases report their own subprocess peaks
+        if fresh and section not in ("inference", "crop"):  # their cases report their own subprocess peaks
             rep.add(section, "peak_rss", bm.peak_rss_since_reset_mb(), "MiB", note="whole process, during this section")
         print(f"[{section}] done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     meta.update(load_average_end=os.getloadavg(), total_s=round(time.perf_counter() - started, 1))

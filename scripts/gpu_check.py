@@ -133,7 +133,7 @@ def check_inference(args, device: torch.device, rows: Rows) -> None:
                             window_s_25_steps=t[lo] + (25 - lo) * per_step, s_per_frame_25_steps=(t[lo] + (25 - lo) * per_step) / frames,
                             fixed_s=t[lo] - lo * per_step, peak_mib=bm.cuda_peak_mb(device))
             guarded(rows, "inference", f"window_{w}x{h}x{frames}_{dtype_name}", run)
-        del comps
+        comps = None  # free this dtype's model before the next one is built
 
 
 def check_dna(args, device: torch.device, rows: Rows) -> None:

@@ -95,3 +95,14 @@ def test_inference_case_runs_windows_and_reports_memory(bench):
     assert res["windows"] == 4 and res["runs"] == 1  # windows [0,5) [1,6) [2,7) [3,8)
     assert res["s_per_frame"] > 0 and res["peak_rss_process_mb"] >= res["peak_rss_run_mb"] * 0.9 > 0
     assert res["cuda_peak_mb"] is None
+
+
+def test_crop_section_compares_regions(bench, tmp_path):
+    out = tmp_path / "crop.json"
+    rc = bench.main(["--only", "crop", "--crop-case", "6x64x64", "--crop-input", "216x384", "--steps", "1",
+                     "--window", "5", "--threads", "1", "--out", str(out)])
+    assert rc == 0
+    crop = json.loads(out.read_text())["results"]["crop"]
+    assert crop["full_time"]["value"] > 0 and crop["crop_time"]["value"] > 0
+    assert crop["crop_time"]["input"] == "216x384" and crop["crop_peak"]["value"] > 0
+    assert crop["crop_speedup"]["value"] == pytest.approx(crop["full_time"]["value"] / crop["crop_time"]["value"], rel=0.01)
