@@ -20,11 +20,11 @@ def _texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
 
 def blob_scene(n_frames: int = 40, size: tuple[int, int] = (160, 256), seed: int = 0,
                pan: tuple[float, float] = (1.3, 0.4), start: tuple[float, float] = (70.0, 62.0),
-               speed: tuple[float, float] = (2.6, 0.9), growth: float = 1.5):
+               speed: tuple[float, float] = (2.6, 0.9), growth: float = 1.5, flat: bool = False):
     """`(frames uint8 [T, H, W, 3], objects bool [T, H, W])`: the object mask is every pixel the blob touches.
 
     The blob is an ellipse (radii 26 x 18 px) with a wavy outline, rotated 20 degrees, textured in its
-    own warm colours; it moves by `speed` px/frame and scales linearly to `growth` x its size; the
+    own warm colours (`flat`: one plain grey, where flow inside the object is guesswork); it moves by `speed` px/frame and scales linearly to `growth` x its size; the
     camera pans over the background by `pan` px/frame.
     """
     rng = np.random.default_rng(seed)
@@ -32,6 +32,8 @@ def blob_scene(n_frames: int = 40, size: tuple[int, int] = (160, 256), seed: int
     bg = _texture(int(h + abs(pan[1]) * n_frames + 8), int(w + abs(pan[0]) * n_frames + 8), rng)
     tex = _texture(96, 96, rng)
     tex = np.stack([0.55 * tex[..., 0] + 110, 0.6 * tex[..., 1] + 40, 0.35 * tex[..., 2]], -1).astype(np.float32)  # warm, still detailed
+    if flat:
+        tex[:] = 128.0
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     frames, objects = np.empty((n_frames, h, w, 3), np.uint8), np.zeros((n_frames, h, w), bool)
     rot = np.deg2rad(20.0)

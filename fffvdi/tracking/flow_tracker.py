@@ -21,6 +21,8 @@ from fffvdi.tracking.annotation import is_box
 from fffvdi.tracking.refine import clean, dilate, disk, fill_holes, object_in_box, object_radius, refit
 
 WORK_SIDE = 640  # longest side for flow and tracing; larger videos are traced at this size and upscaled
+LOST_FRAC = 0.85  # a traced mask under this fraction of the previous frame's object is completed (_recover)
+ROW = 4096  # points per row of a cv2.remap map
 ROI_PAD = 12  # pixels around the object's previous box (plus the largest motion there) that are traced
 PHOTO_TOL = 24.0  # mean |RGB difference| (blurred frames) above which a step lands on other content
 ANCHOR_TOL = 36.0  # the same against the annotated frame: catches drift made of many small steps
@@ -105,34 +107,61 @@ def propagate(fw, bw, images, t: int, k: int, object_k: np.ndarray, roi: tuple[s
     return obj, unknown
 
 
+def _rows(v: np.ndarray) -> np.ndarray:
+    """A 1-D float32 array padded (edge value) and folded into rows of ROW: cv2.remap maps must stay under 32767 a side."""
+    pad = (-v.size) % ROW
+    return np.pad(v.astype(np.float32), (0, pad), mode="edge").reshape(-1, ROW)
+
+
 class PointCloud:
     """The annotated object's points, carried frame by frame along the flow (float positions, 2x2 per pixel)."""
 
     def __init__(self, mask: np.ndarray, image: np.ndarray) -> None:
         """`mask` bool [H, W] on the annotated frame, `image` float32 [H, W, 3] (blurred) that frame."""
         ys, xs = np.nonzero(mask)
-        offsets = np.array([-0.25, 0.25], np.float32)
-        self.x = (xs[:, None, None] + offsets[None, None, :] + 0 * offsets[None, :, None]).reshape(1, -1).astype(np.float32)
-        self.y = (ys[:, None, None] + offsets[None, :, None] + 0 * offsets[None, None, :]).reshape(1, -1).astype(np.float32)
-        self.colour = cv2.remap(image, self.x, self.y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # [1, N, 3]
+        dy, dx = np.meshgrid([-0.25, 0.25], [-0.25, 0.25], indexing="ij")  # 2x2 sub-pixel points per pixel
+        self.x = (xs[:, None] + dx.reshape(1, -1)).reshape(-1).astype(np.float32)  # [N]
+        self.y = (ys[:, None] + dy.reshape(1, -1)).reshape(-1).astype(np.float32)
+        self.colour = self._read(image, self.x, self.y)  # [N, 3]: what each point showed on the annotated frame
+
+    @staticmethod
+    def _read(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Bilinear colours [N, 3] of `image` at N float positions."""
+        out = cv2.remap(image, _rows(x), _rows(y), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return out.reshape(-1, 3)[: x.size]
 
     def step(self, fw, bw, images, t: int, step: int) -> None:
         """Move the points from frame t to t+step, dropping those that become occluded or leave the frame."""
         if self.x.size:
-            x, y, ok = trace_to(fw, bw, t, t + step, self.x, self.y, images)
-            now = cv2.remap(images[t + step], x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            ok &= np.abs(now - self.colour).mean(-1) < ANCHOR_TOL
-            self.x, self.y, self.colour = x[ok][None], y[ok][None], self.colour[ok][None]
+            n = self.x.size
+            x, y, ok = trace_to(fw, bw, t, t + step, _rows(self.x), _rows(self.y), images)
+            x, y, ok = x.reshape(-1)[:n], y.reshape(-1)[:n], ok.reshape(-1)[:n]
+            ok &= np.abs(self._read(images[t + step], x, y) - self.colour).mean(-1) < ANCHOR_TOL
+            self.x, self.y, self.colour = x[ok], y[ok], self.colour[ok]
 
     def raster(self, size: tuple[int, int]) -> np.ndarray:
         """bool [H, W]: pixels the points cover, gaps of spread-out points closed."""
         h, w = size
         out = np.zeros((h, w), np.uint8)
         if self.x.size:
-            ix = np.clip(np.floor(self.x[0] + 0.5).astype(np.int64), 0, w - 1)
-            iy = np.clip(np.floor(self.y[0] + 0.5).astype(np.int64), 0, h - 1)
+            ix = np.clip(np.floor(self.x + 0.5).astype(np.int64), 0, w - 1)
+            iy = np.clip(np.floor(self.y + 0.5).astype(np.int64), 0, h - 1)
             out[iy, ix] = 1
         return fill_holes(cv2.morphologyEx(out, cv2.MORPH_CLOSE, disk(PUSH_CLOSE)).astype(bool))
+
+
+def _recover(seed: np.ndarray, prev: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """The traced seed, completed by the previous frame's object moved by its median flow when tracing lost much of it.
+
+    Inside a textureless object the flow is guesswork and the colour checks cannot vouch for it, so traced
+    pixels thin out frame after frame; the object's bulk motion is still right, and the re-fit that follows
+    decides which of the moved pixels are object.
+    """
+    if not prev.any() or seed.sum() >= LOST_FRAC * prev.sum():
+        return seed
+    u, v = np.median(flow[prev], axis=0)  # flow [H, W, 2] from prev's frame to this one
+    moved = cv2.warpAffine(prev.astype(np.uint8), np.float32([[1, 0, u], [0, 1, v]]), prev.shape[::-1], flags=cv2.INTER_NEAREST)
+    return seed | moved.astype(bool)
 
 
 def cover(mask: np.ndarray) -> np.ndarray:
@@ -162,7 +191,7 @@ def track_flow(frames: np.ndarray, annotation: np.ndarray, frame: int, progress:
             # both ways must agree: pulled pixels the carried object points do not reach are background that the
             # flow dragged along (uncovered behind the object); points alone leave gaps where the object grows
             obj &= dilate(cloud.raster(obj.shape), PUSH_GROW)
-            objects[t] = refit(work[t], clean(obj), unknown)
+            objects[t] = refit(work[t], _recover(clean(obj), objects[prev], fw[prev] if t > prev else bw[t]), unknown)
     out = np.zeros((n, h, w), bool)
     for t in range(n):
         if t == frame or scale == 1.0:
