@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -93,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
                          "or --video-list LIST")
     if args.video_list is not None or is_video_parent(args.video):
         return run_batch(args)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every process would write the same folder
+        raise InputError("one video runs in one process; drop `accelerate launch`, or shard many videos with "
+                         "--video-list LIST or --video PARENT")
     cfg = build_config(args)
     annotation = annotation_from_args(args.box, args.mask, args.mask_frame, args.tracker, args.sam2)
     out = inpaint_video(cfg, args.video, args.mask, cfg.output.dir or default_output_dir(args.video, cfg.method),

@@ -373,3 +373,6 @@ def test_bad_annotations_fail_in_one_line_before_anything_is_written(tmp_path, c
         assert not out.exists() and not (tmp_path / "out.partial").exists()
     err = _one_error(capsys, CLI.main(["--video", str(videos), "--box", "1,1,4,4", "--output", str(out)]))
     assert "--box/--mask-frame annotate one video" in err and not out.exists()
+    monkeypatch.setenv("WORLD_SIZE", "2")  # accelerate launch on one video: the processes would share its folder
+    err = _one_error(capsys, CLI.main([*base, "--box", "10,10,5,5"]))
+    assert "one video runs in one process" in err and not out.exists()
