@@ -144,6 +144,27 @@ def test_parent_folders_one_model_load_own_folders_and_summary(tmp_path, capsys,
     assert built == ["telea"] and "videos: 3 done" in capsys.readouterr().out
 
 
+def test_diffusion_pipeline_reused_across_videos_gives_each_its_single_run_frames(tmp_path, tiny_svd_dir, capsys):
+    """One FFF-VDI pipeline for both videos: nothing carries over from the first video into the second."""
+    import warnings
+
+    videos, masks = tmp_path / "videos", tmp_path / "masks"
+    for name, seed in (("p", 1), ("q", 2)):
+        _write_pngs(videos / name, _frames(seed, 4))
+        _write_pngs(masks / name, _box_masks(4))
+    tiny = ["--config", str(ROOT / "configs" / "inference_tiny.yaml"), f"model.pretrained={tiny_svd_dir}",
+            "sampling.num_steps=2", "window.height=64", "window.width=64", "window.num_frames=4", "window.overlap=1",
+            "output.save_comparison=false", "output.save_masked_input=false"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no checkpoint: the base UNet
+        assert CLI.main(["--video", str(videos), "--mask", str(masks), "--output", str(tmp_path / "b"), *tiny]) == 0
+        assert CLI.main(["--video", str(videos / "q"), "--mask", str(masks / "q"), "--output", str(tmp_path / "q"),
+                         *tiny]) == 0
+    assert _pngs(tmp_path / "b" / "q" / "frames") == _pngs(tmp_path / "q" / "frames")
+    assert _pngs(tmp_path / "b" / "p" / "frames") != _pngs(tmp_path / "b" / "q" / "frames")
+    assert yaml.safe_load((tmp_path / "b" / "q" / "config.yaml").read_text())["method"] == "fffvdi"
+
+
 def test_a_failing_video_is_reported_and_the_rest_go_on(tmp_path, capsys):
     videos, masks = _parents(tmp_path)
     cv2.imwrite(str(masks / "b.png"), np.zeros((50, 50), np.uint8))  # another aspect ratio: b fails its check
