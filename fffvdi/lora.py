@@ -172,6 +172,11 @@ def load_lora_folder(folder: str | Path, pretrained: Optional[str] = None, check
     return unet
 
 
+def lora_base(cfg: Any) -> dict[str, Any]:
+    """The base UNet LoRA adapters of this run apply to (stored as base.json beside them)."""
+    return {"pretrained": cfg.model.pretrained, "checkpoint": cfg.model.checkpoint, "variant": cfg.model.variant}
+
+
 def count_trainable(mode: str = "full", rank: int = 16, unet_config: Optional[dict] = None,
                     patterns: Optional[Sequence[str]] = None) -> dict[str, int]:
     """Trainable and total parameter counts of an FFF-VDI UNet built on the meta device (no memory): SVD-XT's UNet

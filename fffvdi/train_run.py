@@ -105,7 +105,7 @@ def setup_optimizer(cfg: DictConfig, params: list[torch.nn.Parameter], accelerat
 def setup_data(cfg: DictConfig, clips: torch.utils.data.Dataset) -> torch.utils.data.DataLoader:
     """Batches of `clips` (+ DIS flows estimated in the workers), shuffled reproducibly per (seed, epoch)."""
     from fffvdi.train_cache import EpochCycle
-    from fffvdi.training import FlowClipDataset
+    from fffvdi.train_flows import FlowClipDataset
 
     t = cfg.train
     if cfg.data.epoch_cycle:
@@ -166,7 +166,8 @@ def micro_step(accelerator: Any, conditioner: Any, denoiser: Any, batch: dict, p
     Call inside `accelerator.accumulate(unet)`. Returns `(loss, grad_norm or None)`.
     """
     from fffvdi.train_cache import draw_conditioning, encode_batch_latent, window_start
-    from fffvdi.training import batch_flows, encode_batch, item_flows
+    from fffvdi.train_flows import batch_flows, item_flows
+    from fffvdi.training import encode_batch
 
     t = cfg.train
     clip_len = batch["frames"].shape[1]
@@ -275,7 +276,8 @@ def save_final(accelerator: Any, cfg: DictConfig, raw_unet: Any, ema: Any, param
                out_dir: Path) -> None:
     """`unet/` (EMA weights if enabled; LoRA adapters merged) + config.yaml, once every process is known to hold the
     same weights; with lora.merge_on_save=false `lora/` (adapters + propagation module) instead of unet/."""
-    from fffvdi.training import check_ranks_agree, lora_base
+    from fffvdi.lora import lora_base
+    from fffvdi.training import check_ranks_agree
 
     accelerator.wait_for_everyone()
     if accelerator.num_processes > 1:

@@ -11,7 +11,8 @@ import torch
 from fffvdi.errors import ConfigError, FFFVDIError, InputError
 from fffvdi.train_config import DEFAULT_TRAINABLE
 from fffvdi.checkpointing import MARKER, incomplete_checkpoints, list_checkpoints, prune_checkpoints, resolve_resume
-from fffvdi.training import cfg_dropout, clip_flows, flow_cache_key, prepare_run_dir, select_trainable
+from fffvdi.train_flows import clip_flows, flow_cache_key
+from fffvdi.training import cfg_dropout, prepare_run_dir, select_trainable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
