@@ -4,11 +4,13 @@ For a frame t, the pixels of a region around the object's last known position st
 frame toward the annotated frame K, the flow sampled bilinearly at their current float position
 (`cv2.remap`) and composed, never resampling a mask: chained mask warps blur and drift, a traced
 position only carries the flow's own error. At K each trajectory reads the annotation once.
-A step whose flow disagrees with the reverse flow at its landing (forward-backward check, the
-tolerance of `fffvdi.propagation.trace`) marks the pixel occluded: neither object nor background,
-left to the image re-fit. The propagated mask is then cleaned (closing, specks, holes), re-fitted
-to the frame with seeded GrabCut (`refine.refit`) and dilated by a margin so that it hides all of
-the object. Flows are OpenCV DIS from `fffvdi.flow` at a working size of at most `WORK_SIDE`.
+A step is rejected (the pixel is undecided, left to the re-fit) when the reverse flow at its
+landing disagrees (forward-backward check, the tolerance of `fffvdi.propagation.trace`) or when
+the landing shows other colours. The annotated object's own points, carried forward along the
+flow, must reach a traced pixel for it to count. The result is cleaned (closing, specks, holes),
+re-fitted to the frame with seeded GrabCut (`refine.refit`) and dilated by a margin so that it
+hides all of the object. Flows are OpenCV DIS at its finest scale, at a working size of at most
+`WORK_SIDE` (larger frames are traced small and the masks upscaled).
 """
 from __future__ import annotations
 
