@@ -122,6 +122,14 @@ def setup_data(cfg: DictConfig, clips: torch.utils.data.Dataset) -> torch.utils.
     return loader
 
 
+def start_epoch(loader: Any, epoch: int) -> None:
+    """Set the epoch of the (prepared) loader's sampler AND of its clip dataset: accelerate's set_epoch skips the
+    dataset's when the sampler is sharded over processes, so DDP runs would draw the same clips every epoch."""
+    loader.set_epoch(epoch)
+    if hasattr(loader.dataset, "set_epoch"):
+        loader.dataset.set_epoch(epoch)
+
+
 def setup_ema(cfg: DictConfig, params: list[torch.nn.Parameter], accelerator: Any) -> Any:
     """An EMA of the trainable weights, saved with every checkpoint (None when disabled)."""
     if not cfg.train.ema.enabled:

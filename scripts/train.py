@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> TrainResult:
     from fffvdi.train_cache import ConditioningCache, cache_settings, offloader
     from fffvdi.train_run import (
         StepLog, micro_step, resume, save_checkpoint, save_final, setup_data, setup_ema, setup_model, setup_optimizer,
-        setup_run, validate,
+        setup_run, start_epoch, validate,
     )
     from fffvdi.train_config import check_train_config
     from fffvdi.training import (
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> TrainResult:
 
     # Train: one micro-step per batch; after each optimizer step EMA, logs, checkpoint, validation.
     while global_step < t.max_steps:
-        dataloader.set_epoch(epoch)
+        start_epoch(dataloader, epoch)  # sampler order and the clip draws of this epoch
         loader = accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
         loader.set_epoch(epoch)
         for batch in loader:

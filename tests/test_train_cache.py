@@ -183,3 +183,32 @@ def test_the_24gb_config_trains_on_cpu_with_the_tiny_model(setup):
     adapters = load_file(str(base / "r24" / "checkpoint-2" / "lora" / "adapter_model.safetensors"))
     lora_b = [v for k, v in adapters.items() if "lora_B" in k]
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # gradients reach the adapters through checkpointing
+
+
+def test_start_epoch_reaches_the_dataset_of_a_sharded_loader():
+    """accelerate's set_epoch skips the dataset's when the sampler is sharded (DDP): every epoch would repeat the
+    clip draws (and data.epoch_cycle would not apply); start_epoch sets both."""
+    from accelerate.data_loader import prepare_data_loader
+
+    from fffvdi.train_cache import EpochCycle
+    from fffvdi.train_run import start_epoch
+
+    class Clips(torch.utils.data.Dataset):
+        epoch = None
+
+        def __len__(self):
+            return 8
+
+        def set_epoch(self, epoch):
+            self.epoch = epoch
+
+        def __getitem__(self, i):
+            return i
+
+    clips = Clips()
+    plain = torch.utils.data.DataLoader(EpochCycle(clips, 2), batch_size=1, shuffle=True)
+    loader = prepare_data_loader(plain, num_processes=2, process_index=1, put_on_device=False, use_seedable_sampler=True)
+    loader.set_epoch(3)
+    assert clips.epoch is None  # what accelerate alone does with a sharded sampler
+    start_epoch(loader, 3)
+    assert clips.epoch == 1  # 3 % epoch_cycle
