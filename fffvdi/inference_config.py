@@ -38,10 +38,13 @@ class WindowConfig:
     num_frames: int = 25  # frames per window (25 for SVD-XT, 14 for SVD)
     overlap: int = 4  # frames shared by consecutive windows, cross-faded in pixels
     decode_chunk_size: int = 8  # frames decoded by the VAE at once (lower = less memory)
-    region: str = "auto"  # full (whole frame fitted onto the canvas) | crop (per window, the masks' bounding box
-    #   plus `context`, at the canvas aspect, scaled to the canvas) | auto (crop when that box is smaller than the
-    #   canvas at native scale, i.e. cropping loses no resolution; else full)
-    context: float = 0.5  # crop margin on each side, as a fraction of the masks' box size (at least 32 pixels)
+    region: str = "auto"  # fffvdi: full (whole frame fitted onto the canvas) | crop (per window, the union box of
+    #   its masks plus `context`, widened to the canvas aspect, moved into the frame, scaled to the canvas up or
+    #   down; pasted back inside the mask only) | auto (that crop grown to at least the canvas size, used when
+    #   min(its canvas scale, 1) > min(the full frame's, 1): the canvas sees the hole in more detail; a frame that
+    #   fits the canvas stays full). propagate: auto = full (a crop changed its quality by -0.7..+0.1 dB on the
+    #   motion scenes); crop = one crop for the whole video (all masks' union plus `context`). telea: ignored
+    context: float = 0.5  # crop margin on each side, as a fraction of the masks' box side (at least 32 pixels)
 
 
 @dataclass

@@ -59,11 +59,13 @@ def canvas_scale(size: tuple[int, int], canvas: tuple[int, int]) -> float:
     return min(canvas[0] / size[0], canvas[1] / size[1])
 
 
-def _place(center: float, length: int, limit: int, lo: int, hi: int) -> int:
-    """Start of a `length` span centred on `center`, inside [0, limit), covering [lo, hi)."""
-    start = int(math.floor(center - length / 2))
-    start = min(max(start, 0), limit - length)  # shift into the frame
-    return min(max(start, hi - length), lo)  # never cut the masks' box (length >= hi - lo)
+def _place(center: float, length: int, limit: int) -> int:
+    """Start of a `length` span centred on `center`, shifted into [0, limit).
+
+    Centred on a box no longer than `length`, the span holds the box; shifting it into the frame keeps
+    that, since the box lies in the frame too.
+    """
+    return min(max(int(math.floor(center - length / 2)), 0), limit - length)
 
 
 def plan_crop(
@@ -95,8 +97,8 @@ def plan_crop(
             h = min(math.ceil(w / aspect), frame_h)
             if w / h > aspect:
                 w = max(need_w, min(w, math.floor(h * aspect)))
-    top = _place((y0 + y1) / 2, h, frame_h, y0, y1)
-    left = _place((x0 + x1) / 2, w, frame_w, x0, x1)
+    top = _place((y0 + y1) / 2, h, frame_h)
+    left = _place((x0 + x1) / 2, w, frame_w)
     return Crop(top, left, h, w)
 
 

@@ -149,9 +149,7 @@ def test_cropped_window_runs_on_the_crop_and_logs_it(caplog):
 
     def process(f, m, g):
         seen.append((f.copy(), m.copy()))
-        out = f.copy()
-        out[m.astype(bool)] = 3
-        return out
+        return np.full_like(f, 3)  # changes the whole crop: only its masked pixels may reach the frame
 
     with caplog.at_level(logging.DEBUG, logger="fffvdi.region"):
         out = cropped(process, "crop", CANVAS, 0.5)(frames, masks, torch.Generator())
@@ -250,3 +248,30 @@ def test_region_full_hands_the_pipeline_whole_frames(tiny_svd_dir, monkeypatch):
     assert np.array_equal(f, frames) and np.array_equal(m, masks)
     hole = masks.astype(bool)
     assert np.array_equal(out[~hole], frames[~hole])
+
+
+def test_propagate_crop_region_runs_on_the_union_crop_and_recovers_the_pan(monkeypatch):
+    """A logo over a panning scene: the crop holds every revealing neighbour, so the hidden content comes back."""
+    import fffvdi.propagation.video as video_mod
+    from fffvdi.config import load_config
+    from fffvdi.data.motion_scenes import SceneSpec, masked_psnr, render_scene
+    from fffvdi.inference_config import InferenceConfig
+    from fffvdi.methods import build_method
+
+    gt, inp, masks = render_scene(SceneSpec("pan_logo", pan=(4.0, 0.5), box_speed=0.0), n_frames=12, size=(120, 256))
+    masks = masks.astype(np.uint8)
+    sizes, real = [], video_mod.propagate_video
+    monkeypatch.setattr(video_mod, "propagate_video", lambda rf, *a, **k: sizes.append(rf(0, 1).shape[1:3]) or real(rf, *a, **k))
+    results = {}
+    for region in ("auto", "crop"):
+        out = np.zeros_like(inp)
+        run = build_method(load_config(InferenceConfig, None, ["method=propagate", f"window.region={region}"]))
+        run(lambda a, b: inp[a:b], lambda a, b: masks[a:b], len(inp), lambda i, fr: out.__setitem__(slice(i, i + len(fr)), fr),
+            progress=False)
+        hole = masks.astype(bool)
+        assert np.array_equal(out[~hole], inp[~hole])
+        results[region] = masked_psnr(out, gt, hole)
+    crop = plan_crop(masks, None, 0.5)
+    assert sizes == [(120, 256), (crop.height, crop.width)] and crop.width < 128  # auto: full frame; crop: the union
+    # measured 19.93 dB either way; Telea alone: 14.5 dB, the masked input 8.3 dB
+    assert results["crop"] > 18.5 and abs(results["crop"] - results["auto"]) < 0.5
