@@ -152,18 +152,51 @@ class PointCloud:
         return fill_holes(cv2.morphologyEx(out, cv2.MORPH_CLOSE, disk(PUSH_CLOSE)).astype(bool))
 
 
-def _recover(seed: np.ndarray, prev: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """The traced seed, completed by the previous frame's object moved by its median flow when tracing lost much of it.
+def _shift(mask: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """bool mask translated by (dx, dy) pixels (nearest)."""
+    m = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(mask.astype(np.uint8), m, mask.shape[::-1], flags=cv2.INTER_NEAREST).astype(bool)
+
+
+def _match(prev: np.ndarray, prev_image: np.ndarray, image: np.ndarray, guess: tuple[float, float]) -> tuple[float, float]:
+    """The translation of the previous object into this frame: its flow's median `guess`, or where its pixels match
+    best (masked template search around the guess) when that is closer in colour: fast motion defeats the flow."""
+    h, w = prev.shape
+    ys, xs = np.nonzero(prev)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    reach = int(max(2 * ROI_PAD, object_radius(prev)))
+    gx, gy = int(round(guess[0])), int(round(guess[1]))
+    wy0, wy1 = max(y0 + gy - reach, 0), min(y1 + gy + reach, h)
+    wx0, wx1 = max(x0 + gx - reach, 0), min(x1 + gx + reach, w)
+    if wy1 - wy0 < y1 - y0 or wx1 - wx0 < x1 - x0:
+        return guess  # the object reaches the border: no room to search
+    template = np.ascontiguousarray(prev_image[y0:y1, x0:x1])
+    mask = np.repeat(prev[y0:y1, x0:x1, None], 3, axis=2).astype(np.float32)
+    cost = cv2.matchTemplate(np.ascontiguousarray(image[wy0:wy1, wx0:wx1]), template, cv2.TM_SQDIFF, mask=mask)
+    cost = np.nan_to_num(cost, nan=np.inf, posinf=np.inf)
+    iy, ix = np.unravel_index(int(np.argmin(cost)), cost.shape)
+    found = (float(wx0 + ix - x0), float(wy0 + iy - y0))
+
+    def mismatch(d: tuple[float, float]) -> float:
+        moved = cv2.warpAffine(image, np.float32([[1, 0, -d[0]], [0, 1, -d[1]]]), (w, h), flags=cv2.INTER_LINEAR)
+        return float(np.abs(moved[prev] - prev_image[prev]).mean())
+
+    return found if mismatch(found) < mismatch(guess) else guess
+
+
+def _recover(seed: np.ndarray, prev: np.ndarray, flow: np.ndarray, prev_image: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """The traced seed, completed by the previous frame's object moved into this frame when tracing lost much of it.
 
     Inside a textureless object the flow is guesswork and the colour checks cannot vouch for it, so traced
-    pixels thin out frame after frame; the object's bulk motion is still right, and the re-fit that follows
-    decides which of the moved pixels are object.
+    pixels thin out frame after frame; the object's bulk motion (median flow, or a template search when the
+    object moves too fast for the flow) is still right, and the re-fit that follows decides which moved pixels
+    are object.
     """
     if not prev.any() or seed.sum() >= LOST_FRAC * prev.sum():
         return seed
     u, v = np.median(flow[prev], axis=0)  # flow [H, W, 2] from prev's frame to this one
-    moved = cv2.warpAffine(prev.astype(np.uint8), np.float32([[1, 0, u], [0, 1, v]]), prev.shape[::-1], flags=cv2.INTER_NEAREST)
-    return seed | moved.astype(bool)
+    dx, dy = _match(prev, prev_image, image, (float(u), float(v)))
+    return seed | _shift(prev, dx, dy)
 
 
 def cover(mask: np.ndarray) -> np.ndarray:
@@ -193,7 +226,8 @@ def track_flow(frames: np.ndarray, annotation: np.ndarray, frame: int, progress:
             # both ways must agree: pulled pixels the carried object points do not reach are background that the
             # flow dragged along (uncovered behind the object); points alone leave gaps where the object grows
             obj &= dilate(cloud.raster(obj.shape), PUSH_GROW)
-            objects[t] = refit(work[t], _recover(clean(obj), objects[prev], fw[prev] if t > prev else bw[t]), unknown)
+            seed = _recover(clean(obj), objects[prev], fw[prev] if t > prev else bw[t], images[prev], images[t])
+            objects[t] = refit(work[t], seed, unknown)
     out = np.zeros((n, h, w), bool)
     for t in range(n):
         if t == frame or scale == 1.0:
