@@ -156,6 +156,8 @@ def resume(accelerator: Any, resume_dir: Optional[Path], cfg: DictConfig) -> int
         raise InputError(f"checkpoint {resume_dir} holds {have}; resume it with {want} (see its config.yaml)")
     try:
         accelerator.load_state(str(resume_dir))
+    except InputError:  # ours, already one line (e.g. LoRA adapters of another rank)
+        raise
     except (OSError, EOFError, RuntimeError, ValueError, KeyError, ImportError) as err:  # torch.load/pickle failures
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise InputError(f"cannot load checkpoint {resume_dir} ({reason}); it is damaged: resume from another "

@@ -117,6 +117,10 @@ def test_resume_reproduces_the_uninterrupted_lora_run(setup, run_l):
     a, b = run_l.unet.state_dict(), result.unet.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     _reset()
+    with pytest.raises(InputError, match="do not fit this run's lora section"):
+        _run(overrides, f"checkpoint.output_dir={out}", "train.max_steps=4", "lora.rank=8",
+             "checkpoint.resume_from_checkpoint=latest")
+    _reset()
     with pytest.raises(InputError, match="holds LoRA adapters; resume it with lora.enabled=true"):
         _run(overrides, f"checkpoint.output_dir={out}", "train.max_steps=4", "lora.enabled=false",
              "checkpoint.resume_from_checkpoint=latest")
