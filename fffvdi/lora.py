@@ -46,6 +46,22 @@ def check_targets(unet: torch.nn.Module, patterns: Sequence[str]) -> list[str]:
     return [n for n in linear if rx.fullmatch(n)]
 
 
+def check_targets_before_loading(cfg: Any) -> None:
+    """Run `check_targets` on the run's UNet built on the meta device from its local config.json (no weights), so a
+    pattern that matches nothing fails before anything is written; a hub model is checked when it loads."""
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    folders = [Path(cfg.model.checkpoint).expanduser()] if cfg.model.checkpoint else []
+    folders.append(Path(cfg.model.pretrained).expanduser() / "unet")
+    found = next((f / "config.json" for f in folders if (f / "config.json").is_file()), None)
+    if found is None:
+        return
+    config = {k: v for k, v in json.loads(found.read_text()).items() if not k.startswith("_")}
+    with torch.device("meta"):
+        unet = UNetSpatioTemporalConditionModel.from_config(config)
+    check_targets(unet, list(cfg.lora.target_modules))
+
+
 def _lora_config(cfg_lora: Any) -> Any:
     from peft import LoraConfig
 

@@ -322,3 +322,7 @@ def check_train_config(cfg: Any) -> None:
     from fffvdi.models.loading import check_model_source
 
     check_model_source(cfg.model.pretrained, cfg.model.checkpoint)  # layout, hub reachable or cached: ~1 s at most
+    if cfg.lora.enabled:
+        from fffvdi.lora import check_targets_before_loading
+
+        check_targets_before_loading(cfg)

@@ -255,3 +255,4 @@ def test_lora_and_lean_config_errors(setup, tmp_path):
         _run(overrides, f"checkpoint.output_dir={out}", f"data.cache_dir={tmp_path}", "data.epoch_cycle=2")
     with pytest.raises(FFFVDIError, match=r"lora.target_modules pattern '\.\*to_nothing' matches no Linear"):
         _run(overrides, f"checkpoint.output_dir={out}", "lora.target_modules=[.*to_nothing]")
+    assert not out.exists()  # checked on the meta-device UNet from config.json, before the run folder
