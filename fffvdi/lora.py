@@ -79,7 +79,7 @@ def apply_lora(unet: torch.nn.Module, cfg_lora: Any) -> list[torch.nn.Parameter]
     check_targets(unet.unet, list(cfg_lora.target_modules))
     for p in unet.parameters():
         p.requires_grad_(False)
-    inject_adapter_in_model(_lora_config(cfg_lora), unet.unet)  # LoRA A/B layers, created trainable, in float32
+    inject_adapter_in_model(_lora_config(cfg_lora), unet.unet)  # A/B layers in the base dtype (float32 here)
     full = list(cfg_lora.full_train)
     named = list(unet.named_parameters())
     for pattern in full:
