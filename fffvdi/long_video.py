@@ -98,14 +98,15 @@ def run_windows(
                 masks[0] = 0
             out = process(frames, masks, generator)
             if shared > 0:
-                prev = pending.astype(np.float32)  # [shared, H, W, 3]
-                w = crossfade_weights(shared)[:, None, None, None]
-                mixed = np.rint((1 - w) * prev + w * out[:shared].astype(np.float32)).astype(np.uint8)
-                # Pixels outside every mask are the input's in both windows; keep them bit-exact.
-                known = masks[:shared, ..., None] == 0
-                known[0] = True  # frame 0 is the anchor, identical in both by construction
                 out = out.copy()
-                out[:shared] = np.where(known, out[:shared], mixed)
+                weights = crossfade_weights(shared)
+                # Frame 0 is the anchor, identical in both windows by construction; pixels outside every mask
+                # are the input's in both, kept bit-exact. Only masked pixels are mixed (float32 of the hole
+                # alone: a full 4K frame in float32 is 100 MB).
+                for i in range(1, shared):
+                    hole = masks[i] > 0  # [H, W]
+                    prev, new = pending[i][hole].astype(np.float32), out[i][hole].astype(np.float32)  # [n, 3]
+                    out[i][hole] = np.rint((1 - weights[i]) * prev + weights[i] * new).astype(np.uint8)
             bar.update(1)
             if stop >= total:
                 sink(start, out)
