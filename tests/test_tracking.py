@@ -212,24 +212,6 @@ def test_sam2_missing_model_is_one_line_with_the_fix(tmp_path, monkeypatch):
         track_masks(frames, ann, 0, tracker="sam2", sam2=str(tmp_path / "half"))
 
 
-def test_point_cloud_carries_many_points_along_a_known_flow():
-    """More points than one cv2.remap row holds (32767); a uniform 2.5 px shift moves the raster by exactly that."""
-    h, w = 140, 180
-    mask = np.zeros((h, w), bool)
-    mask[10:110, 20:120] = True  # 10 000 pixels -> 40 000 points
-    fw = np.zeros((1, h, w, 2), np.float32)
-    fw[..., 0], fw[..., 1] = 2.5, 2.0
-    bw = -fw
-    images = np.full((2, h, w, 3), 100.0, np.float32)  # plain: the colour checks pass
-    cloud = flow_tracker.PointCloud(mask, images[0])
-    assert cloud.x.size == 40000
-    cloud.step(fw, bw, images, 0, 1)
-    assert cloud.x.size == 40000
-    assert np.allclose(cloud.x.min(), 20 - 0.25 + 2.5) and np.allclose(cloud.y.max(), 109 + 0.25 + 2.0)
-    raster = cloud.raster((h, w))
-    assert raster[12:112, 22:122].all() and raster.sum() <= 102 * 102
-
-
 def test_clean_drops_specks_fills_holes_and_closes_gaps():
     from fffvdi.tracking.refine import clean
 

@@ -6,8 +6,9 @@ frame toward the annotated frame K, the flow sampled bilinearly at their current
 position only carries the flow's own error. At K each trajectory reads the annotation once.
 A step is rejected (the pixel is undecided, left to the re-fit) when the reverse flow at its
 landing disagrees (forward-backward check, the tolerance of `fffvdi.propagation.trace`) or when
-the landing shows other colours. The annotated object's own points, carried forward along the
-flow, must reach a traced pixel for it to count. The result is cleaned (closing, specks, holes),
+its landing on K shows other colours than its start. Where tracing loses much of the object
+(textureless inside, or too fast for the flow), the previous frame's object, moved by its median
+flow or a template search, completes it. The result is cleaned (closing, specks, holes),
 re-fitted to the frame with seeded GrabCut (`refine.refit`) and dilated by a margin so that it
 hides all of the object. Flows are OpenCV DIS at its finest scale, at a working size of at most
 `WORK_SIDE` (larger frames are traced small and the masks upscaled).
@@ -20,15 +21,12 @@ from tqdm.auto import tqdm
 
 from fffvdi.propagation.trace import FB_ALPHA, FB_BETA
 from fffvdi.tracking.annotation import is_box
-from fffvdi.tracking.refine import clean, dilate, disk, fill_holes, object_in_box, object_radius, refit
+from fffvdi.tracking.refine import clean, dilate, object_in_box, object_radius, refit
 
 WORK_SIDE = 640  # longest side for flow and tracing; larger videos are traced at this size and upscaled
 LOST_FRAC = 0.85  # a traced mask under this fraction of the previous frame's object is completed (_recover)
-ROW = 4096  # points per row of a cv2.remap map
 ROI_PAD = 12  # pixels around the object's previous box (plus the largest motion there) that are traced
-PHOTO_TOL = 24.0  # mean |RGB difference| (blurred frames) above which a step lands on other content
-ANCHOR_TOL = 36.0  # the same against the annotated frame: catches drift made of many small steps
-PUSH_CLOSE, PUSH_GROW = 2, 3  # closing of the carried points' raster, and its tolerance around the traced mask
+ANCHOR_TOL = 36.0  # mean |RGB difference| (blurred frames) between a pixel and its landing on the annotated frame
 MARGIN_FRAC, MARGIN_MIN = 0.06, 2  # dilation of the final mask: a fraction of the object's radius, at least 2 px
 
 
@@ -56,13 +54,9 @@ def _sample(flow: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray,
     return uv[..., 0], uv[..., 1]
 
 
-def trace_to(fw: np.ndarray, bw: np.ndarray, t: int, k: int, x: np.ndarray, y: np.ndarray, images: np.ndarray):
-    """Trace positions `(x, y)` float32 of frame t to frame k; returns `(x, y, ok)`, ok False once occluded or outside.
-
-    A step is rejected when the reverse flow at its landing disagrees (forward-backward check) or when the
-    landing shows other content (`images` float32 [T, H, W, 3], blurred): DIS flow spreads an object's
-    motion into the background it uncovers, consistently in both directions, so only colour tells them apart.
-    """
+def trace_to(fw: np.ndarray, bw: np.ndarray, t: int, k: int, x: np.ndarray, y: np.ndarray):
+    """Trace positions `(x, y)` float32 of frame t to frame k; returns `(x, y, ok)`, ok False once a step's reverse flow
+    disagrees at its landing (occlusion, forward-backward check) or the position leaves the frame."""
     h, w = fw.shape[1:3]
     x, y = x.astype(np.float32), y.astype(np.float32)
     ok = np.ones(x.shape, bool)
@@ -75,9 +69,6 @@ def trace_to(fw: np.ndarray, bw: np.ndarray, t: int, k: int, x: np.ndarray, y: n
         err = (u + bu) ** 2 + (v + bv) ** 2
         ok &= err < FB_ALPHA * (u**2 + v**2 + bu**2 + bv**2) + FB_BETA
         ok &= (x2 >= 0) & (x2 <= w - 1) & (y2 >= 0) & (y2 <= h - 1)
-        here = cv2.remap(images[i], x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        there = cv2.remap(images[i + step], x2, y2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        ok &= np.abs(here - there).mean(-1) < PHOTO_TOL
         x, y = x2, y2
     return x, y, ok
 
@@ -95,11 +86,16 @@ def _roi(prev: np.ndarray, flow: np.ndarray) -> tuple[slice, slice]:
 
 
 def propagate(fw, bw, images, t: int, k: int, object_k: np.ndarray, roi: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarray]:
-    """Object and occluded (undecided) pixels of frame t, bool [H, W] each, traced from the object mask of frame k."""
+    """Object and undecided pixels of frame t, bool [H, W] each, traced from the object mask of frame k.
+
+    A trajectory also counts as undecided when its landing shows other colours than its start (`images`
+    float32 [T, H, W, 3], blurred): DIS spreads an object's motion into the background it uncovers,
+    consistently in both directions, so the forward-backward check passes and only colour tells them apart.
+    """
     h, w = object_k.shape
     sy, sx = roi
     ys, xs = np.mgrid[sy, sx].astype(np.float32)  # [h_r, w_r] pixel centres of the region
-    x, y, ok = trace_to(fw, bw, t, k, xs, ys, images)
+    x, y, ok = trace_to(fw, bw, t, k, xs, ys)
     soft = cv2.remap(object_k.astype(np.float32), x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     seen = cv2.remap(images[k], x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # what the landing shows
     ok &= np.abs(seen - images[t][sy, sx]).mean(-1) < ANCHOR_TOL
@@ -107,49 +103,6 @@ def propagate(fw, bw, images, t: int, k: int, object_k: np.ndarray, roi: tuple[s
     obj[sy, sx] = ok & (soft > 0.5)
     unknown[sy, sx] = ~ok
     return obj, unknown
-
-
-def _rows(v: np.ndarray) -> np.ndarray:
-    """A 1-D float32 array padded (edge value) and folded into rows of ROW: cv2.remap maps must stay under 32767 a side."""
-    pad = (-v.size) % ROW
-    return np.pad(v.astype(np.float32), (0, pad), mode="edge").reshape(-1, ROW)
-
-
-class PointCloud:
-    """The annotated object's points, carried frame by frame along the flow (float positions, 2x2 per pixel)."""
-
-    def __init__(self, mask: np.ndarray, image: np.ndarray) -> None:
-        """`mask` bool [H, W] on the annotated frame, `image` float32 [H, W, 3] (blurred) that frame."""
-        ys, xs = np.nonzero(mask)
-        dy, dx = np.meshgrid([-0.25, 0.25], [-0.25, 0.25], indexing="ij")  # 2x2 sub-pixel points per pixel
-        self.x = (xs[:, None] + dx.reshape(1, -1)).reshape(-1).astype(np.float32)  # [N]
-        self.y = (ys[:, None] + dy.reshape(1, -1)).reshape(-1).astype(np.float32)
-        self.colour = self._read(image, self.x, self.y)  # [N, 3]: what each point showed on the annotated frame
-
-    @staticmethod
-    def _read(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Bilinear colours [N, 3] of `image` at N float positions."""
-        out = cv2.remap(image, _rows(x), _rows(y), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        return out.reshape(-1, 3)[: x.size]
-
-    def step(self, fw, bw, images, t: int, step: int) -> None:
-        """Move the points from frame t to t+step, dropping those that become occluded or leave the frame."""
-        if self.x.size:
-            n = self.x.size
-            x, y, ok = trace_to(fw, bw, t, t + step, _rows(self.x), _rows(self.y), images)
-            x, y, ok = x.reshape(-1)[:n], y.reshape(-1)[:n], ok.reshape(-1)[:n]
-            ok &= np.abs(self._read(images[t + step], x, y) - self.colour).mean(-1) < ANCHOR_TOL
-            self.x, self.y, self.colour = x[ok], y[ok], self.colour[ok]
-
-    def raster(self, size: tuple[int, int]) -> np.ndarray:
-        """bool [H, W]: pixels the points cover, gaps of spread-out points closed."""
-        h, w = size
-        out = np.zeros((h, w), np.uint8)
-        if self.x.size:
-            ix = np.clip(np.floor(self.x + 0.5).astype(np.int64), 0, w - 1)
-            iy = np.clip(np.floor(self.y + 0.5).astype(np.int64), 0, h - 1)
-            out[iy, ix] = 1
-        return fill_holes(cv2.morphologyEx(out, cv2.MORPH_CLOSE, disk(PUSH_CLOSE)).astype(bool))
 
 
 def _shift(mask: np.ndarray, dx: float, dy: float) -> np.ndarray:
@@ -218,14 +171,8 @@ def track_flow(frames: np.ndarray, annotation: np.ndarray, frame: int, progress:
         images = np.stack([cv2.GaussianBlur(f.astype(np.float32), (5, 5), 1.0) for f in work])  # [T, h, w, 3]
         order = [(t, t - 1) for t in range(frame + 1, n)] + [(t, t + 1) for t in range(frame - 1, -1, -1)]
         for t, prev in tqdm(order, desc="tracking", unit="frame", disable=not progress):
-            if prev == frame:
-                cloud = PointCloud(objects[frame], images[frame])
-            cloud.step(fw, bw, images, prev, t - prev)
             flow = bw[t - 1] if t > prev else fw[t]  # motion from t toward prev, to size the search region
             obj, unknown = propagate(fw, bw, images, t, frame, objects[frame], _roi(objects[prev], flow))
-            # both ways must agree: pulled pixels the carried object points do not reach are background that the
-            # flow dragged along (uncovered behind the object); points alone leave gaps where the object grows
-            obj &= dilate(cloud.raster(obj.shape), PUSH_GROW)
             seed = _recover(clean(obj), objects[prev], fw[prev] if t > prev else bw[t], images[prev], images[t])
             objects[t] = refit(work[t], seed, unknown)
     out = np.zeros((n, h, w), bool)

@@ -7,7 +7,6 @@ covering margin as the flow tracker's.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
