@@ -4,7 +4,7 @@ For a frame t, the pixels of a region around the object's last known position st
 frame toward the annotated frame K, the flow sampled bilinearly at their current float position
 (`cv2.remap`) and composed, never resampling a mask: chained mask warps blur and drift, a traced
 position only carries the flow's own error. At K each trajectory reads the annotation once.
-A step is rejected (the pixel is undecided, left to the re-fit) when the reverse flow at its
+A trajectory is rejected (its pixel does not count as object) when the reverse flow at a step's
 landing disagrees (forward-backward check, the tolerance of `fffvdi.propagation.trace`) or when
 its landing on K shows other colours than its start. Where tracing loses much of the object
 (textureless inside, or too fast for the flow), the previous frame's object, moved by its median
@@ -85,10 +85,10 @@ def _roi(prev: np.ndarray, flow: np.ndarray) -> tuple[slice, slice]:
     return slice(max(y0 - pad, 0), min(y1 + pad, h)), slice(max(x0 - pad, 0), min(x1 + pad, w))
 
 
-def propagate(fw, bw, images, t: int, k: int, object_k: np.ndarray, roi: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarray]:
-    """Object and undecided pixels of frame t, bool [H, W] each, traced from the object mask of frame k.
+def propagate(fw, bw, images, t: int, k: int, object_k: np.ndarray, roi: tuple[slice, slice]) -> np.ndarray:
+    """Object pixels of frame t, bool [H, W], traced from the object mask of frame k within `roi`.
 
-    A trajectory also counts as undecided when its landing shows other colours than its start (`images`
+    A trajectory is also rejected when its landing shows other colours than its start (`images`
     float32 [T, H, W, 3], blurred): DIS spreads an object's motion into the background it uncovers,
     consistently in both directions, so the forward-backward check passes and only colour tells them apart.
     """
@@ -99,10 +99,9 @@ def propagate(fw, bw, images, t: int, k: int, object_k: np.ndarray, roi: tuple[s
     soft = cv2.remap(object_k.astype(np.float32), x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     seen = cv2.remap(images[k], x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # what the landing shows
     ok &= np.abs(seen - images[t][sy, sx]).mean(-1) < ANCHOR_TOL
-    obj, unknown = np.zeros((h, w), bool), np.zeros((h, w), bool)
+    obj = np.zeros((h, w), bool)
     obj[sy, sx] = ok & (soft > 0.5)
-    unknown[sy, sx] = ~ok
-    return obj, unknown
+    return obj
 
 
 def _shift(mask: np.ndarray, dx: float, dy: float) -> np.ndarray:
@@ -172,9 +171,9 @@ def track_flow(frames: np.ndarray, annotation: np.ndarray, frame: int, progress:
         order = [(t, t - 1) for t in range(frame + 1, n)] + [(t, t + 1) for t in range(frame - 1, -1, -1)]
         for t, prev in tqdm(order, desc="tracking", unit="frame", disable=not progress):
             flow = bw[t - 1] if t > prev else fw[t]  # motion from t toward prev, to size the search region
-            obj, unknown = propagate(fw, bw, images, t, frame, objects[frame], _roi(objects[prev], flow))
+            obj = propagate(fw, bw, images, t, frame, objects[frame], _roi(objects[prev], flow))
             seed = _recover(clean(obj), objects[prev], fw[prev] if t > prev else bw[t], images[prev], images[t])
-            objects[t] = refit(work[t], seed, unknown)
+            objects[t] = refit(work[t], seed)
     out = np.zeros((n, h, w), bool)
     for t in range(n):
         if t == frame or scale == 1.0:

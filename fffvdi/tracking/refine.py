@@ -83,9 +83,9 @@ def _grabcut(image: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
     return (lab == cv2.GC_FGD) | (lab == cv2.GC_PR_FGD)
 
 
-def refit(image: np.ndarray, seed: np.ndarray, unknown: np.ndarray | None = None) -> np.ndarray:
-    """Re-fit a propagated mask `seed` bool [H, W] to the RGB `image` [H, W, 3] with seeded GrabCut; `unknown`: pixels the
-    propagation could not decide (occluded), left to GrabCut as probable background. Returns the re-fit mask or `seed`."""
+def refit(image: np.ndarray, seed: np.ndarray) -> np.ndarray:
+    """Re-fit a propagated mask `seed` bool [H, W] to the RGB `image` [H, W, 3] with seeded GrabCut; the re-fit mask, or
+    `seed` when GrabCut cannot run or strays too far from it in area."""
     if not seed.any():
         return seed.astype(bool)
     r = object_radius(seed)
@@ -94,8 +94,6 @@ def refit(image: np.ndarray, seed: np.ndarray, unknown: np.ndarray | None = None
     s = seed[sy, sx]
     labels = np.full(s.shape, cv2.GC_BGD, np.uint8)
     labels[dilate(s, band)] = cv2.GC_PR_BGD
-    if unknown is not None:
-        labels[unknown[sy, sx] & dilate(s, 2 * band)] = cv2.GC_PR_BGD
     labels[s] = cv2.GC_PR_FGD
     labels[erode(s, inner)] = cv2.GC_FGD
     fg = _grabcut(image[sy, sx], labels)
