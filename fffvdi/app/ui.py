@@ -36,6 +36,12 @@ def _box(x: Any, y: Any, w: Any, h: Any) -> Optional[tuple[int, int, int, int]]:
     return None if any(v is None for v in vals) else tuple(int(v) for v in vals)
 
 
+def painted(editor: Optional[dict]) -> bool:
+    """Whether anything is brushed on the editor's layers (then the brush, not the box, is the annotation)."""
+    layers = [np.asarray(layer) for layer in (editor or {}).get("layers") or []]
+    return any(layer.ndim == 3 and layer.shape[2] == 4 and layer[..., 3].any() for layer in layers)
+
+
 def build_ui(store: SessionStore, jobs: JobQueue):
     """The Blocks of the app, its handlers bound to one session store and one job queue."""
 
@@ -57,7 +63,7 @@ def build_ui(store: SessionStore, jobs: JobQueue):
         h, w = s.size
         return (clip, gr.update(maximum=max(s.num_frames - 1, 1), value=0), frame,
                 {"background": frame, "layers": [], "composite": None},
-                f"loaded {s.num_frames} frames of {w}x{h} at {s.fps:g} fps; click two corners of a box on a frame")
+                f"loaded {s.num_frames} frames of {w}x{h} at {s.fps:g} fps; click two corners of a box (or brush) on a frame")
 
     def store_preview(s: Session) -> str:
         """An mp4 of the uploaded frames for the input player."""
@@ -94,11 +100,11 @@ def build_ui(store: SessionStore, jobs: JobQueue):
             return gr.update()
         return _annotated(s.frame(int(index)), _box(x, y, w, h), None)
 
-    def annotation(s: Session, mode: str, index, x, y, w, h, editor) -> tuple:
+    def annotation(s: Session, index, x, y, w, h, editor) -> tuple:
         """(annotation PNG, frame, key): the key tells whether masks tracked before still fit."""
         if s.frames_dir is None:
             raise InputError("no video yet; upload a video or a zip of frames first")
-        if mode == "brush":
+        if painted(editor):
             mask = brush_annotation(editor, s.size)
         else:
             box = _box(x, y, w, h)
@@ -108,14 +114,14 @@ def build_ui(store: SessionStore, jobs: JobQueue):
         key = (str(s.frames_dir), int(index), hashlib.sha1(mask.tobytes()).hexdigest())
         return save_annotation(mask, s.new_path("annotation", ".png")), int(index), key
 
-    def submit(request: gr.Request, mode, index, x, y, w, h, editor, settings: Optional[RunSettings]):
+    def submit(request: gr.Request, index, x, y, w, h, editor, settings: Optional[RunSettings]):
         """Queue tracking (when the annotation changed) and, with settings, inference; returns the job."""
         s = session(request)
         if s.job_id is not None and jobs.get(s.job_id).state not in FINISHED:
             raise InputError("a job of this page is still running; wait for it or cancel it")
         if settings is not None:
             settings.check()
-        ann, frame, key = annotation(s, mode, index, x, y, w, h, editor)
+        ann, frame, key = annotation(s, index, x, y, w, h, editor)
         steps, masks_dir = [], s.masks_dir
         if key != s.masks_key or masks_dir is None:
             masks_dir = s.new_path("masks")
@@ -140,10 +146,10 @@ def build_ui(store: SessionStore, jobs: JobQueue):
             s.masks_dir, s.masks_key = s.pending_masks
         yield (job.describe() if job.state != DONE else "done"), job
 
-    def preview_masks(mode, index, x, y, w, h, editor, request: gr.Request, progress=gr.Progress()):
+    def preview_masks(index, x, y, w, h, editor, request: gr.Request, progress=gr.Progress()):
         s = session(request)
         try:
-            job = submit(request, mode, index, x, y, w, h, editor, None)
+            job = submit(request, index, x, y, w, h, editor, None)
         except FFFVDIError as err:
             yield f"error: {err}", gr.update()
             return
@@ -154,12 +160,12 @@ def build_ui(store: SessionStore, jobs: JobQueue):
             preview = str(s.masks_dir / "masks_preview.mp4") if finished is not None and finished.state == DONE else None
             yield text, preview if preview else gr.update()
 
-    def run(mode, index, x, y, w, h, editor, method, checkpoint, pretrained, steps, seed, dilation, window,
+    def run(index, x, y, w, h, editor, method, checkpoint, pretrained, steps, seed, dilation, window,
             request: gr.Request, progress=gr.Progress()):
         s = session(request)
         settings = RunSettings(method, checkpoint or "", pretrained or "", steps, seed, dilation, window)
         try:
-            job = submit(request, mode, index, x, y, w, h, editor, settings)
+            job = submit(request, index, x, y, w, h, editor, settings)
         except FFFVDIError as err:
             yield f"error: {err}", gr.update(), gr.update(), gr.update()
             return
@@ -198,19 +204,20 @@ def build_ui(store: SessionStore, jobs: JobQueue):
                 upload = gr.File(label="Video (mp4/mov/avi) or zip of frames", file_types=list(UPLOAD_EXTS),
                                  type="filepath", elem_id="upload", height=120)
                 slider = gr.Slider(0, 1, value=0, step=1, label="Frame", elem_id="frame-slider")
-                mode = gr.State("box")
-                with gr.Tabs():
-                    with gr.Tab("Box", id="box") as box_tab:
-                        image = gr.Image(label="Click two corners", interactive=False, type="numpy",
+                with gr.Row():
+                    with gr.Column(min_width=200):
+                        image = gr.Image(label="Box: click two corners", interactive=False, type="numpy",
                                          elem_id="frame-image")
                         with gr.Row():
-                            bx = gr.Number(None, label="x", precision=0, elem_id="box-x", min_width=60)
-                            by = gr.Number(None, label="y", precision=0, elem_id="box-y", min_width=60)
-                            bw = gr.Number(None, label="w", precision=0, elem_id="box-w", min_width=60)
-                            bh = gr.Number(None, label="h", precision=0, elem_id="box-h", min_width=60)
-                    with gr.Tab("Brush", id="brush") as brush_tab:
-                        editor = gr.ImageEditor(label="Brush over the object", type="numpy", sources=(), format="png",
-                                                layers=False, transforms=(), elem_id="brush",
+                            bx = gr.Number(None, label="x", precision=0, elem_id="box-x", min_width=80)
+                            by = gr.Number(None, label="y", precision=0, elem_id="box-y", min_width=80)
+                        with gr.Row():
+                            bw = gr.Number(None, label="w", precision=0, elem_id="box-w", min_width=80)
+                            bh = gr.Number(None, label="h", precision=0, elem_id="box-h", min_width=80)
+                    with gr.Column(min_width=200):  # beside the box, not in a tab: a hidden editor draws nothing
+                        editor = gr.ImageEditor(label="Or brush over the object (used instead of the box)",
+                                                type="numpy", sources=(), format="png", layers=False, transforms=(),
+                                                elem_id="brush", interactive=True,
                                                 brush=gr.Brush(colors=["#ff4040"], color_mode="fixed"))
                 track_btn = gr.Button("Preview tracked masks", elem_id="track")
             with gr.Column():
@@ -234,8 +241,6 @@ def build_ui(store: SessionStore, jobs: JobQueue):
             masks_video = gr.Video(label="Tracked masks", interactive=False, elem_id="masks-video")
             result_video = gr.Video(label="Result", interactive=False, elem_id="result-video")
 
-        box_tab.select(lambda: "box", None, mode)
-        brush_tab.select(lambda: "brush", None, mode)
         upload.change(on_upload, upload, [input_video, slider, image, editor, status], concurrency_limit=2)
         slider.release(on_frame, [slider, bx, by, bw, bh], [image, editor], concurrency_limit=None)
         slider.input(on_frame, [slider, bx, by, bw, bh], [image, editor], concurrency_limit=None,
@@ -243,7 +248,7 @@ def build_ui(store: SessionStore, jobs: JobQueue):
         image.select(on_click, slider, [image, bx, by, bw, bh], concurrency_limit=None)
         for field in (bx, by, bw, bh):
             field.submit(on_box_fields, [slider, bx, by, bw, bh], image, concurrency_limit=None)
-        ann_inputs = [mode, slider, bx, by, bw, bh, editor]
+        ann_inputs = [slider, bx, by, bw, bh, editor]
         track_btn.click(preview_masks, ann_inputs, [status, masks_video], concurrency_limit=None)
         run_btn.click(run, [*ann_inputs, method, checkpoint, pretrained, steps, seed, dilation, window],
                       [status, result_video, downloads, masks_video], concurrency_limit=None)
