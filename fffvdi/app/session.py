@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from fffvdi.errors import InputError
-from fffvdi.io.video import IMAGE_EXTS, load_video, natural_key, open_video
+from fffvdi.io.video import IMAGE_EXTS, natural_key, open_video
 
 UPLOAD_EXTS = (".mp4", ".mov", ".avi", ".zip")  # what the upload accepts (mkv is read too but not offered)
 MAX_ZIP_BYTES = 4 << 30  # uncompressed size a frames zip may unpack to (a zip bomb stops here)
@@ -150,12 +150,6 @@ class Session:
             raise InputError("no video yet; upload a video or a zip of frames first")
         index = int(min(max(index, 0), self.num_frames - 1))
         return cv2.cvtColor(cv2.imread(str(self.frames_dir / f"{index:05d}.png")), cv2.COLOR_BGR2RGB)
-
-    def frames(self) -> np.ndarray:
-        """The whole current clip, uint8 [T, H, W, 3]."""
-        if self.frames_dir is None:
-            raise InputError("no video yet; upload a video or a zip of frames first")
-        return load_video(self.frames_dir).frames
 
 
 class SessionStore:
