@@ -292,3 +292,19 @@ def test_inference_through_the_queue_result_zip_and_model_missing_error(jobs, tm
     job = jobs.wait(jobs.submit([step], tmp_path / "log2").id, timeout=120)
     assert job.state == FAILED and "no_such_" in job.message and "\n" not in job.message, job.message
     assert env_ok == os.environ.get("OMP_NUM_THREADS")
+
+
+def test_app_on_a_taken_port_is_a_one_line_error_and_leaves_no_files(tmp_path):
+    import socket
+    import subprocess
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = subprocess.run([PY, str(Path(__file__).resolve().parents[1] / "scripts" / "app.py"), "--port", str(port),
+                              "--workdir", str(tmp_path / "work")], capture_output=True, text=True, timeout=180)
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and lines[0].endswith("pass another --port")
+    assert not any((tmp_path / "work").iterdir())  # the session root was removed on the way out
