@@ -56,8 +56,7 @@ def _sample(flow: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray,
 
 def trace_to(fw: np.ndarray, bw: np.ndarray, t: int, k: int, x: np.ndarray, y: np.ndarray):
     """Trace positions `(x, y)` float32 of frame t to frame k; returns `(x, y, ok)`, ok False once a step's reverse flow
-    disagrees at its landing (occlusion, forward-backward check) or the position leaves the frame."""
-    h, w = fw.shape[1:3]
+    disagrees at its landing (occlusion, forward-backward check). A position that leaves the frame reads nothing at k."""
     x, y = x.astype(np.float32), y.astype(np.float32)
     ok = np.ones(x.shape, bool)
     step = 1 if k > t else -1
@@ -68,7 +67,6 @@ def trace_to(fw: np.ndarray, bw: np.ndarray, t: int, k: int, x: np.ndarray, y: n
         bu, bv = _sample(back, x2, y2)
         err = (u + bu) ** 2 + (v + bv) ** 2
         ok &= err < FB_ALPHA * (u**2 + v**2 + bu**2 + bv**2) + FB_BETA
-        ok &= (x2 >= 0) & (x2 <= w - 1) & (y2 >= 0) & (y2 <= h - 1)
         x, y = x2, y2
     return x, y, ok
 
@@ -111,8 +109,8 @@ def _shift(mask: np.ndarray, dx: float, dy: float) -> np.ndarray:
 
 
 def _match(prev: np.ndarray, prev_image: np.ndarray, image: np.ndarray, guess: tuple[float, float]) -> tuple[float, float]:
-    """The translation of the previous object into this frame: its flow's median `guess`, or where its pixels match
-    best (masked template search around the guess) when that is closer in colour: fast motion defeats the flow."""
+    """The translation (dx, dy) of the previous object into this frame: where its pixels match best (masked template
+    search) within reach of the flow's `guess`, which alone is too short when the motion outruns the flow."""
     h, w = prev.shape
     ys, xs = np.nonzero(prev)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
@@ -121,19 +119,12 @@ def _match(prev: np.ndarray, prev_image: np.ndarray, image: np.ndarray, guess: t
     wy0, wy1 = max(y0 + gy - reach, 0), min(y1 + gy + reach, h)
     wx0, wx1 = max(x0 + gx - reach, 0), min(x1 + gx + reach, w)
     if wy1 - wy0 < y1 - y0 or wx1 - wx0 < x1 - x0:
-        return guess  # the object reaches the border: no room to search
+        return guess  # the object has left the frame's search window
     template = np.ascontiguousarray(prev_image[y0:y1, x0:x1])
-    mask = np.repeat(prev[y0:y1, x0:x1, None], 3, axis=2).astype(np.float32)
+    mask = np.repeat(prev[y0:y1, x0:x1, None], 3, axis=2).astype(np.float32)  # only the object's pixels count
     cost = cv2.matchTemplate(np.ascontiguousarray(image[wy0:wy1, wx0:wx1]), template, cv2.TM_SQDIFF, mask=mask)
-    cost = np.nan_to_num(cost, nan=np.inf, posinf=np.inf)
-    iy, ix = np.unravel_index(int(np.argmin(cost)), cost.shape)
-    found = (float(wx0 + ix - x0), float(wy0 + iy - y0))
-
-    def mismatch(d: tuple[float, float]) -> float:
-        moved = cv2.warpAffine(image, np.float32([[1, 0, -d[0]], [0, 1, -d[1]]]), (w, h), flags=cv2.INTER_LINEAR)
-        return float(np.abs(moved[prev] - prev_image[prev]).mean())
-
-    return found if mismatch(found) < mismatch(guess) else guess
+    iy, ix = np.unravel_index(int(np.argmin(np.nan_to_num(cost, nan=np.inf))), cost.shape)
+    return float(wx0 + ix - x0), float(wy0 + iy - y0)
 
 
 def _recover(seed: np.ndarray, prev: np.ndarray, flow: np.ndarray, prev_image: np.ndarray, image: np.ndarray) -> np.ndarray:
