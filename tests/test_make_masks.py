@@ -123,3 +123,24 @@ def test_sam2_tracker_from_the_command_line(clip, tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), objects[2].astype(np.uint8) * 255)
     assert CLI.main([str(tmp_path / "a.png") if a == "ANN" else a for a in args]) == 0
     assert len(list(out.glob("shot_*.png"))) == N and _count_frames(out / "masks_preview.mp4") == N
+
+
+def test_save_masks_api(tmp_path):
+    from fffvdi.errors import InputError
+    from fffvdi.tracking import save_masks
+
+    masks = np.zeros((3, 10, 12), bool)
+    masks[1, 2:5, 3:7] = True
+    frames = np.full((3, 10, 12, 3), 90, np.uint8)
+    out = save_masks(masks, ["a.jpg", "b.jpg", "c.jpg"], tmp_path / "m", frames=frames, fps=5)
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png", "masks_preview.mp4"]
+    assert np.array_equal(cv2.imread(str(out / "b.png"), cv2.IMREAD_UNCHANGED), masks[1].astype(np.uint8) * 255)
+    assert _count_frames(out / "masks_preview.mp4") == 3
+    with pytest.raises(InputError, match="--overwrite"):
+        save_masks(masks, ["a.jpg", "b.jpg", "c.jpg"], out)
+    with pytest.warns(UserWarning, match="1 PNGs of an earlier run"):
+        save_masks(masks[:2], ["a.jpg", "b.jpg"], out, overwrite=True)
+    with pytest.raises(InputError, match="stems differ"):
+        save_masks(masks[:2], ["x.jpg", "x.png"], tmp_path / "dup")
+    with pytest.raises(InputError, match="3 masks but 2 frame names"):
+        save_masks(masks, ["a.jpg", "b.jpg"], tmp_path / "few")
