@@ -14,7 +14,7 @@ import pytest
 from fffvdi.app.commands import (
     RunSettings, box_annotation, box_from_clicks, brush_annotation, inference_step, save_annotation, zip_frames,
 )
-from fffvdi.app.jobs import CANCELLED, DONE, FAILED, JobQueue, Step, error_line
+from fffvdi.app.jobs import CANCELLED, DONE, FAILED, Job, JobQueue, Step, error_line
 from fffvdi.app.session import SessionStore, extract_frames_zip, upload_suffix
 from fffvdi.errors import InputError
 from fffvdi.io import load_video, write_video
@@ -144,6 +144,16 @@ def test_progress_counts_pngs_in_the_progress_folder_and_tqdm_counters(jobs, tmp
     assert job.progress() == pytest.approx(0.75)  # step 2 of 2 at tqdm's 10/20
     release.write_text("")
     jobs.wait(job.id, timeout=20)
+
+
+def test_progress_never_goes_back_when_a_step_starts_another_bar(tmp_path):
+    job = Job(id=1, steps=[Step("tracking", ["x"], total=10)], log_dir=tmp_path, state="running")
+    job.log(0).write_text("flows: 80%|####  | 8/10 [00:01<00:00]")
+    assert job.progress() == pytest.approx(0.8)
+    job.log(0).write_text("flows: 100%| 10/10 [00:01<00:00]\rforward:  10%|#   | 1/10 [00:00<00:05]")
+    assert job.progress() == pytest.approx(0.8)  # a second bar starting over does not pull the page back
+    job.log(0).write_text("forward:  90%|#   | 9/10 [00:00<00:05]")
+    assert job.progress() == pytest.approx(0.9)
 
 
 # ---- uploads and session folders ----

@@ -48,6 +48,7 @@ class Job:
     finished: Optional[float] = None
     _proc: Optional[subprocess.Popen] = field(default=None, repr=False)
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    _seen: dict = field(default_factory=dict, repr=False)  # step -> highest fraction shown (progress never goes back)
 
     @property
     def finished_ok(self) -> bool:
@@ -62,7 +63,10 @@ class Job:
             return 1.0
         if self.state == QUEUED or not self.steps:
             return 0.0
-        return (self.step + _step_fraction(self.steps[self.step], self.log(self.step))) / len(self.steps)
+        # a step may run several progress bars one after another (tracking: flows, then each direction)
+        fraction = max(self._seen.get(self.step, 0.0), _step_fraction(self.steps[self.step], self.log(self.step)))
+        self._seen[self.step] = fraction
+        return (self.step + fraction) / len(self.steps)
 
     def describe(self) -> str:
         """One line for the page: state, step name and percentage, or the error."""
@@ -74,20 +78,22 @@ class Job:
 
 
 def _step_fraction(step: Step, log: Path) -> float:
-    """How far a running step is: PNGs written to its progress folder, else tqdm's last counter on its stderr."""
+    """How far a running step is: PNGs written to its progress folder or tqdm's last counter on its output,
+    whichever says more (a streaming method counts frames on stderr long before it writes them)."""
     if step.total <= 0:
         return 0.0
-    if step.progress_dir is not None:
-        done = sum(1 for _ in step.progress_dir.glob("*.png")) if step.progress_dir.is_dir() else 0
-        return min(done / step.total, 1.0)
+    written = 0.0
+    if step.progress_dir is not None and step.progress_dir.is_dir():
+        written = min(sum(1 for _ in step.progress_dir.glob("*.png")) / step.total, 1.0)
     try:
         with open(log, "rb") as f:
             f.seek(max(f.seek(0, os.SEEK_END) - 4096, 0))
             tail = f.read().decode("utf-8", "replace")
     except OSError:
-        return 0.0
+        return written
     counters = _TQDM.findall(tail)
-    return min(int(counters[-1][0]) / max(int(counters[-1][1]), 1), 1.0) if counters else 0.0
+    counted = min(int(counters[-1][0]) / max(int(counters[-1][1]), 1), 1.0) if counters else 0.0
+    return max(written, counted)
 
 
 def error_line(stderr: str, returncode: int) -> str:
