@@ -33,21 +33,21 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+
+    def stop(*_):  # SIGTERM as Ctrl-C: Gradio closes its server, the finally below (or atexit) cleans up
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # first: a stop during the slow imports below also cleans up
     from fffvdi.app.jobs import JobQueue
     from fffvdi.app.session import SessionStore
 
-    store = SessionStore(args.workdir)
+    store = SessionStore(args.workdir)  # removes itself at exit (atexit) even if building the page fails
     # Gradio's own upload cache goes inside the app's folder, so it is removed with it at exit
     os.environ.setdefault("GRADIO_TEMP_DIR", str(store.root / "gradio"))
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from fffvdi.app.ui import build_ui
 
     jobs = JobQueue()
-
-    def stop(*_):  # SIGTERM as Ctrl-C: Gradio closes its server, then the finally below cleans up
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
     demo = build_ui(store, jobs)
     try:
         demo.queue(default_concurrency_limit=None).launch(
