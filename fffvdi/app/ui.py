@@ -32,6 +32,7 @@ def _annotated(frame: np.ndarray, box: Optional[tuple], click: Optional[tuple]) 
 
 
 def _box(x: Any, y: Any, w: Any, h: Any) -> Optional[tuple[int, int, int, int]]:
+    """The four box fields as ints, None while one is empty."""
     vals = [x, y, w, h]
     return None if any(v is None for v in vals) else tuple(int(v) for v in vals)
 
@@ -46,6 +47,7 @@ def build_ui(store: SessionStore, jobs: JobQueue):
     """The Blocks of the app, its handlers bound to one session store and one job queue."""
 
     def session(request: gr.Request) -> Session:
+        """This page's session (Gradio's server-side session id, never a browser-given name)."""
         return store.get(request.session_hash)
 
     def on_upload(file: Optional[str], request: gr.Request):
@@ -95,6 +97,7 @@ def build_ui(store: SessionStore, jobs: JobQueue):
         return (_annotated(frame, box, None), *box)
 
     def on_box_fields(index, x, y, w, h, request: gr.Request):
+        """Typed box numbers: redraw the frame with that box."""
         s = session(request)
         if s.frames_dir is None:
             return gr.update()
@@ -147,6 +150,7 @@ def build_ui(store: SessionStore, jobs: JobQueue):
         yield (job.describe() if job.state != DONE else "done"), job
 
     def preview_masks(index, x, y, w, h, editor, request: gr.Request, progress=gr.Progress()):
+        """Track the annotation only and show the overlay video (reused by Run if the annotation stays)."""
         s = session(request)
         try:
             job = submit(request, index, x, y, w, h, editor, None)
@@ -162,6 +166,7 @@ def build_ui(store: SessionStore, jobs: JobQueue):
 
     def run(index, x, y, w, h, editor, method, checkpoint, pretrained, steps, seed, dilation, window,
             request: gr.Request, progress=gr.Progress()):
+        """Queue tracking (if needed) and inference, then show the result and offer the downloads."""
         s = session(request)
         settings = RunSettings(method, checkpoint or "", pretrained or "", steps, seed, dilation, window)
         try:
@@ -182,6 +187,7 @@ def build_ui(store: SessionStore, jobs: JobQueue):
             yield text, files[0], files, str(s.masks_dir / "masks_preview.mp4")
 
     def cancel(request: gr.Request):
+        """Stop this page's queued or running job."""
         s = session(request)
         if s.job_id is None or not jobs.cancel(s.job_id):
             return "nothing to cancel"
