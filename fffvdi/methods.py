@@ -5,6 +5,8 @@ lazily by range and hands finished frames to `sink(first_index, frames)` in orde
 Telea work window by window (`fffvdi.long_video`) and can resume (`run.resumable`: they also take
 `resume=WindowState` and `checkpoint=callback`); `propagate` streams over the whole video so
 content revealed anywhere within `propagate.radius` frames is used, and starts over when resumed.
+`window.region` (`fffvdi.region`): diffusion runs each window on its masks' crop; propagate crops only
+when asked (`crop`); Telea, already at native resolution, ignores it.
 """
 from __future__ import annotations
 
