@@ -108,10 +108,25 @@ def test_gradient_checkpointing_gives_same_grads(model_and_plain, randomise_dna)
         return [p.grad.clone() for p in model.propagation.parameters()]
 
     plain_grads = grads()
+    temporal = [m for n, m in model.named_modules() if n.endswith("temporal_transformer_blocks.0")]
+    calls = []
+    # counted on a submodule: the recomputation calls the block's forward, whose submodules run their hooks
+    hooks = [m.attn1.register_forward_pre_hook(lambda mod, args: calls.append(1)) for m in temporal]
+    grads()
+    plain_calls, calls[:] = len(calls), []
     model.enable_gradient_checkpointing()
     assert model.propagation.gradient_checkpointing and model.unet.is_gradient_checkpointing
     for a, b in zip(grads(), plain_grads):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    # The temporal transformer blocks (diffusers leaves them out) run again in backward: their activations
+    # were not kept.
+    assert temporal and plain_calls == len(temporal) and len(calls) == 2 * len(temporal)
+    model.disable_gradient_checkpointing()
+    calls[:] = []
+    grads()
+    assert len(calls) == len(temporal)
+    for h in hooks:
+        h.remove()
 
 
 def test_cfg_batch_broadcast(model_and_plain, randomise_dna):

@@ -8,6 +8,7 @@ so a plain SVD `unet/` folder loads too (with a fresh, identity propagation modu
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -22,6 +23,31 @@ logger = logging.getLogger(__name__)
 
 PROPAGATION_WEIGHTS = "propagation.safetensors"
 PROPAGATION_CONFIG = "propagation_config.json"
+
+
+TEMPORAL_BLOCK = "TemporalBasicTransformerBlock"  # diffusers' class of SVD's temporal_transformer_blocks
+
+
+def _checkpointed(block: torch.nn.Module, forward, *args, **kwargs):
+    """`forward(*args, **kwargs)` under activation checkpointing while training with gradients."""
+    if block.training and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
+    return forward(*args, **kwargs)
+
+
+def checkpoint_temporal_blocks(unet: torch.nn.Module, enabled: bool) -> int:
+    """Checkpoint (or stop checkpointing) every temporal transformer block of `unet`; returns how many.
+
+    diffusers' `enable_gradient_checkpointing` checkpoints SVD's resnets and spatial transformer blocks but
+    runs the temporal blocks plainly, and those are the ones fine-tuning trains: their activations then
+    dominate training memory. The block's `forward` is wrapped per instance (names and weights unchanged).
+    """
+    blocks = [m for m in unet.modules() if type(m).__name__ == TEMPORAL_BLOCK]
+    for block in blocks:
+        block.__dict__.pop("forward", None)  # back to the class's forward
+        if enabled:
+            block.forward = functools.partial(_checkpointed, block, block.forward)
+    return len(blocks)
 
 
 class FFFVDIUNet(torch.nn.Module):
@@ -58,13 +84,15 @@ class FFFVDIUNet(torch.nn.Module):
         return self.unet.device
 
     def enable_gradient_checkpointing(self) -> None:
-        """Checkpoint the UNet blocks and each recurrent propagation step."""
+        """Checkpoint the UNet blocks, its temporal transformer blocks and each recurrent propagation step."""
         self.unet.enable_gradient_checkpointing()
+        checkpoint_temporal_blocks(self.unet, True)
         self.propagation.gradient_checkpointing = True
 
     def disable_gradient_checkpointing(self) -> None:
         """Undo `enable_gradient_checkpointing`."""
         self.unet.disable_gradient_checkpointing()
+        checkpoint_temporal_blocks(self.unet, False)
         self.propagation.gradient_checkpointing = False
 
     def set_propagation_enabled(self, enabled: bool) -> None:
