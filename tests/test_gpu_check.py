@@ -28,7 +28,7 @@ def test_gpu_check_tiny_on_cpu_writes_every_row(tmp_path):
     for arch in ("light", "official"):
         dna = rows[("dna", f"unet_step_{arch}")]
         assert dna["fffvdi_s"] > 0 and dna["plain_s"] > 0 and dna["module_params_m"] > 0
-        assert dna["overhead_pct"] == pytest.approx(100 * (dna["fffvdi_s"] / dna["plain_s"] - 1), abs=0.05)
+        assert dna["overhead_pct"] == pytest.approx(100 * (dna["fffvdi_s"] / dna["plain_s"] - 1), abs=0.5)  # 4-digit rounding
 
     # Inference: s/step from two step counts, extrapolated to 25 steps.
     inf = rows[("inference", "window_128x64x4_float32")]
