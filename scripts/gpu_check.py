@@ -57,7 +57,7 @@ class Rows:
         self.out, self.meta, self.rows = out, meta, []
 
     def add(self, section: str, name: str, **values) -> None:
-        row = dict(section=section, name=name, **{k: (round(v, 4) if isinstance(v, float) else v)
+        row = dict(section=section, name=name, **{k: (round(v, 6) if isinstance(v, float) else v)
                                                    for k, v in values.items()})
         self.rows.append(row)
         print(json.dumps(row), flush=True)
