@@ -263,3 +263,13 @@ def test_search_region_grows_with_the_motion():
     assert (still[0].start, still[1].start, still[1].stop) == (40 - pad, 90 - pad, 110 + pad)
     assert moving[1].start <= 90 - pad - 20 and moving[1].stop >= 110 + pad + 20
     assert flow_tracker._roi(np.zeros((100, 200), bool), fast) == (slice(0, 100), slice(0, 200))  # lost: everywhere
+
+
+def test_tracking_is_deterministic():
+    """The same clip and annotation give the same masks on every call (a resumed run reuses or redoes them)."""
+    frames, objects = blob_scene(n_frames=8, size=(96, 128), start=(40.0, 40.0))
+    box = _box_around(objects[0])
+    first = track_masks(frames, box, 0)
+    cv2.grabCut(frames[0][..., ::-1].copy(), np.where(box, cv2.GC_PR_FGD, cv2.GC_BGD).astype(np.uint8), None,
+                np.zeros((1, 65)), np.zeros((1, 65)), 2, cv2.GC_INIT_WITH_MASK)  # moves OpenCV's RNG on
+    np.testing.assert_array_equal(track_masks(frames, box, 0), first)

@@ -76,6 +76,7 @@ def _grabcut(image: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
         return None  # GrabCut needs samples of both models
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     lab = labels.copy()
+    cv2.setRNGSeed(0)  # GrabCut's GMM start draws from OpenCV's thread RNG: same input, same mask on every call
     try:
         cv2.grabCut(np.ascontiguousarray(image[..., ::-1]), lab, None, bgd, fgd, GRABCUT_ITERS, cv2.GC_INIT_WITH_MASK)
     except cv2.error:  # degenerate colour statistics (e.g. a flat crop)
