@@ -34,3 +34,15 @@ def randomise_dna():
                 conv.bias.copy_(0.05 * torch.randn(conv.bias.shape, generator=g))
 
     return randomise
+
+
+def load_script(name: str):
+    """scripts/<name>.py as a fresh module (scripts/ is not a package): `CLI = load_script("inference")`."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,5 +1,4 @@
 """The inference pipeline and CLI end to end on tiny random components (CPU)."""
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -7,17 +6,12 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_cli():
-    spec = importlib.util.spec_from_file_location("inference_cli", ROOT / "scripts" / "inference.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-CLI = _load_cli()
+CLI = load_script("inference")
 
 
 def _write_clip(folder: Path, n: int, h: int, w: int, names=None, seed=0):

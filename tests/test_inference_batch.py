@@ -1,6 +1,5 @@
 """scripts/inference.py over many videos (--video-list, parent folders, accelerate-launched shards), `method: auto`,
 and masks tracked from one annotation (--box / --mask-frame)."""
-import importlib.util
 import json
 import logging
 import os
@@ -14,12 +13,11 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import load_script
 from synthetic_video import translating_frames
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("inference_cli_batch", ROOT / "scripts" / "inference.py")
-CLI = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(CLI)
+CLI = load_script("inference")
 H, W, F = 64, 96, 5
 
 

@@ -1,6 +1,5 @@
 """scripts/inference.py never gives a silent wrong result: bad configs and inputs fail up front in one line,
 all-hole frames are filled sensibly by every method, and the default output folder is unique."""
-import importlib.util
 import warnings
 from pathlib import Path
 
@@ -8,12 +7,11 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import load_script
 from synthetic_video import translating_frames
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("inference_cli_rel", ROOT / "scripts" / "inference.py")
-CLI = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(CLI)
+CLI = load_script("inference")
 
 
 def write_clip(folder: Path, frames: np.ndarray, masks: np.ndarray, ext: str = "png") -> tuple[Path, Path]:

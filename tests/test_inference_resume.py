@@ -1,18 +1,16 @@
 """Atomic, resumable inference output: a run writes OUT.partial/, only a finished run becomes OUT, and --resume
 continues an interrupted run to the same frames, bit for bit, as a run that was never interrupted."""
-import importlib.util
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from conftest import load_script
 from synthetic_video import translating_frames
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("inference_cli_resume", ROOT / "scripts" / "inference.py")
-CLI = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(CLI)
+CLI = load_script("inference")
 
 
 @pytest.fixture
