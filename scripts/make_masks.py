@@ -48,6 +48,8 @@ def run(args: argparse.Namespace) -> Path:
     else:
         annotation = read_annotation(args.mask_image, video.size)
     masks = track_masks(video.frames, annotation, args.frame, tracker=args.tracker, sam2=args.sam2, progress=True)
+    if not masks.any():  # SAM 2 can lose the object even on its prompt frame; empty masks would inpaint nothing
+        raise InputError("tracking lost the object on every frame (empty masks); mark it with a larger box or a mask")
     return save_masks(masks, video.names, out, frames=video.frames, fps=video.fps, overwrite=args.overwrite)
 
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from fffvdi.app.commands import (
-    RunSettings, box_annotation, box_from_clicks, brush_annotation, inference_step, save_annotation, zip_frames,
+    RunSettings, box_annotation, box_from_clicks, brush_annotation, inference_step, save_annotation, tracking_step,
+    zip_frames,
 )
 from fffvdi.app.jobs import CANCELLED, DONE, FAILED, Job, JobQueue, Step, error_line
 from fffvdi.app.session import SessionStore, extract_frames_zip, upload_suffix
@@ -280,6 +281,28 @@ def test_run_settings_are_checked_and_mapped_onto_inference_flags(tmp_path):
             "model.pretrained=org/svd"} <= set(a)
     assert step.progress_dir == tmp_path / "out.partial" / "frames" and step.total == 9
     assert "--checkpoint" not in inference_step(tmp_path, tmp_path, tmp_path / "o", 24, 1, RunSettings()).argv
+
+
+def test_tracking_step_runs_make_masks_through_the_queue(jobs, tmp_path):
+    frames = _frames(4, 48, 64)
+    (tmp_path / "frames").mkdir()
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(tmp_path / "frames" / f"{i:05d}.png"), f[..., ::-1])
+    box = box_annotation((20, 10, 16, 12), (48, 64))
+    save_annotation(box, tmp_path / "ann.png")
+    out = tmp_path / "masks"
+    step = tracking_step(tmp_path / "frames", tmp_path / "ann.png", 2, out, 12, 4)
+    assert "make_masks.py" in step.argv[1] and step.total == 4
+    job = jobs.wait(jobs.submit([step], tmp_path / "log").id, timeout=120)
+    assert job.state == DONE, job.log(0).read_text()[-2000:]
+    masks = load_video(out, 12.0)  # the masks in the frames' names, annotated frame covering its box
+    assert list(masks.names) == [f"{i:05d}.png" for i in range(4)]
+    assert (masks.frames[2, ..., 0] > 127)[box].mean() > 0.5
+    assert load_video(out / "masks_preview.mp4").frames.shape == frames.shape
+    save_annotation(np.zeros((48, 64), bool), tmp_path / "empty.png")
+    step = tracking_step(tmp_path / "frames", tmp_path / "empty.png", 0, tmp_path / "m2", 12, 4)
+    job = jobs.wait(jobs.submit([step], tmp_path / "log2").id, timeout=120)
+    assert job.state == FAILED and "is empty" in job.message and "\n" not in job.message, job.message
 
 
 def test_inference_through_the_queue_result_zip_and_model_missing_error(jobs, tmp_path):

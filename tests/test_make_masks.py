@@ -113,6 +113,18 @@ def test_bad_input_is_one_error_line_and_exit_2(clip, tmp_path, capsys, extra, m
     assert not out.exists()
 
 
+def test_masks_empty_on_every_frame_are_refused(clip, tmp_path, capsys, monkeypatch):
+    import fffvdi.tracking
+
+    folder, _ = clip
+    monkeypatch.setattr(fffvdi.tracking, "track_masks", lambda frames, *a, **k: np.zeros(frames.shape[:3], bool))
+    out = tmp_path / "masks"
+    assert CLI.main(["--video", str(folder), "--box", "10,10,20,20", "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "tracking lost the object on every frame" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
 def test_sam2_tracker_from_the_command_line(clip, tmp_path):
     from fffvdi.tracking.tiny_sam2 import save_tiny_sam2
 

@@ -14,7 +14,8 @@ from fffvdi.app.jobs import Step
 from fffvdi.errors import InputError
 
 METHODS = ("propagate", "telea", "fffvdi")
-INFERENCE_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "inference.py"
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+INFERENCE_SCRIPT, MAKE_MASKS_SCRIPT = SCRIPTS / "inference.py", SCRIPTS / "make_masks.py"
 
 
 @dataclass
@@ -82,9 +83,16 @@ def save_annotation(mask: np.ndarray, path: Path) -> Path:
     return path
 
 
+def _script(path: Path) -> str:
+    """A script of the checkout the app runs from; InputError naming the fix when it is missing."""
+    if not path.is_file():
+        raise InputError(f"{path} is missing; run the app from a checkout of fffvdi (pip install -e .)")
+    return str(path)
+
+
 def tracking_step(frames_dir: Path, annotation: Path, frame: int, out_dir: Path, fps: float, total: int) -> Step:
-    """Track the annotation through the clip into `out_dir` (masks PNGs + masks_preview.mp4)."""
-    argv = [sys.executable, "-m", "fffvdi.app.track_job", "--frames", str(frames_dir), "--annotation", str(annotation),
+    """scripts/make_masks.py: track the annotation PNG through the clip into `out_dir` (masks + masks_preview.mp4)."""
+    argv = [sys.executable, _script(MAKE_MASKS_SCRIPT), "--video", str(frames_dir), "--mask-image", str(annotation),
             "--frame", str(int(frame)), "--output", str(out_dir), "--fps", f"{fps:g}"]
     return Step("tracking masks", argv, total=total)
 
@@ -92,10 +100,8 @@ def tracking_step(frames_dir: Path, annotation: Path, frame: int, out_dir: Path,
 def inference_step(frames_dir: Path, masks_dir: Path, out_dir: Path, fps: float, total: int,
                    settings: RunSettings) -> Step:
     """scripts/inference.py on the session's frames and masks into `out_dir`; progress = PNGs in OUT.partial/frames."""
-    if not INFERENCE_SCRIPT.is_file():
-        raise InputError(f"{INFERENCE_SCRIPT} is missing; run the app from a checkout of fffvdi (pip install -e .)")
     s = settings
-    argv = [sys.executable, str(INFERENCE_SCRIPT), "--video", str(frames_dir), "--mask", str(masks_dir),
+    argv = [sys.executable, _script(INFERENCE_SCRIPT), "--video", str(frames_dir), "--mask", str(masks_dir),
             "--output", str(out_dir), "--method", s.method, "--fps", f"{fps:g}",
             f"sampling.num_steps={int(s.steps)}", f"sampling.seed={int(s.seed)}", f"mask.dilate={int(s.dilation)}",
             f"window.num_frames={int(s.window_frames)}"]
