@@ -12,6 +12,7 @@ import numpy as np
 
 from fffvdi.app.jobs import Step
 from fffvdi.errors import InputError
+from fffvdi.tracking.annotation import box_mask
 
 METHODS = ("propagate", "telea", "fffvdi")
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
@@ -51,13 +52,12 @@ def box_from_clicks(first: tuple[int, int], second: tuple[int, int]) -> tuple[in
 
 def box_annotation(box: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
     """bool [H, W] mask of box (x, y, w, h) clipped to the frame; InputError if nothing of it is inside."""
-    x, y, w, h = (int(v) for v in box)
-    out = np.zeros(size, bool)
-    out[max(y, 0) : max(y + h, 0), max(x, 0) : max(x + w, 0)] = True
-    if w <= 0 or h <= 0 or not out.any():
+    try:
+        return box_mask(box, size)  # the clipping rule of scripts/make_masks.py --box
+    except InputError:  # its message names CLI flags; the page has corners and fields
+        x, y, w, h = (int(v) for v in box)
         raise InputError(f"box x={x} y={y} w={w} h={h} covers no pixel of the {size[1]}x{size[0]} frame; "
-                         "click two corners on the frame or fix the numbers")
-    return out
+                         "click two corners on the frame or fix the numbers") from None
 
 
 def brush_annotation(editor_value: Optional[dict], size: tuple[int, int]) -> np.ndarray:
