@@ -38,7 +38,8 @@ def save_masks(
     if frames is not None and (frames.shape[:3] != masks.shape or frames.dtype != np.uint8):
         raise InputError(f"preview frames {frames.dtype} {frames.shape} do not match masks {masks.shape}; pass uint8 [T, H, W, 3]")
     out = prepare_output_dir(out_dir, overwrite)
-    stale = sorted(p.name for p in out.glob("*.png") if p.name not in set(files))
+    names_set = set(files)
+    stale = sorted(p.name for p in out.glob("*.png") if p.name not in names_set)
     for mask, name in zip(masks, files):
         if not cv2.imwrite(str(out / name), np.where(mask, 255, 0).astype(np.uint8)):
             raise InputError(f"cannot write {out / name}; check that the folder is writable and has space")
