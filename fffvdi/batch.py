@@ -145,14 +145,14 @@ def _unique(jobs: list[Job], where: str, fix: str) -> list[Job]:
 def check_job(job: Job, cfg, resume: bool = False) -> Optional[str]:
     """'skip' for a finished result to keep (no --overwrite), else None once the video's frame headers, its masks and
     its output folder pass the checks a single video gets; InputError otherwise."""
+    from fffvdi.inference_config import mask_options
     from fffvdi.io import MaskSource, open_video
     from fffvdi.io.partial import PartialOutput
 
     if (job.output / "config.yaml").is_file() and not cfg.output.overwrite:
         return "skip"
     with open_video(job.video, fps=cfg.fps) as video:
-        masks = MaskSource.for_video(job.mask, video, threshold=cfg.mask.threshold, dilate=cfg.mask.dilate,
-                                     resize=cfg.mask.resize, mode=cfg.mask.mode)
+        masks = MaskSource.for_video(job.mask, video, **mask_options(cfg))
         try:
             masks.check()  # reads every mask: one of another aspect, or all hole, fails this video now
         finally:

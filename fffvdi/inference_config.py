@@ -130,6 +130,12 @@ def resolve_canvas(cfg) -> None:
         cfg.window.width = size[1]
 
 
+
+def mask_options(cfg) -> dict:
+    """`MaskSource` keyword arguments from the config's `mask` section (one video's run and the batch check alike)."""
+    m = cfg.mask
+    return dict(threshold=m.threshold, dilate=m.dilate, resize=m.resize, mode=m.mode)
+
 AUTO_NOTICE = (
     "method auto -> propagate (weight-free flow propagation): no model.checkpoint given. For the diffusion result "
     "pass --checkpoint UNET_FOLDER (the unet/ folder scripts/train.py saves); it also needs SVD-XT, a gated hub "

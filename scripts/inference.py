@@ -31,7 +31,9 @@ from fffvdi.config import load_config
 from fffvdi.errors import FFFVDIError, InputError
 from fffvdi.io import MaskSource, default_output_dir, open_video
 from fffvdi.io.tracked_masks import annotation_from_args, seed_mask, tracked_mask_source
-from fffvdi.inference_config import InferenceConfig, check_inference_config, resolve_canvas, resolve_method
+from fffvdi.inference_config import (
+    InferenceConfig, check_inference_config, mask_options, resolve_canvas, resolve_method,
+)
 
 logger = logging.getLogger("inference")
 
@@ -134,10 +136,9 @@ def inpaint_video(cfg, video_path, mask_path, out_dir, resume: bool, method, ann
     video = open_video(video_path, fps=cfg.fps)  # reads every frame's header: a bad frame fails now
     masks = None
     try:
-        mask_options = dict(threshold=cfg.mask.threshold, dilate=cfg.mask.dilate, resize=cfg.mask.resize,
-                            mode=cfg.mask.mode)
+        options = mask_options(cfg)
         if annotation is None:
-            masks = MaskSource.for_video(mask_path, video, **mask_options)
+            masks = MaskSource.for_video(mask_path, video, **options)
             masks.check()  # reads every mask: errors now if one is bad or all is hole, warns if nothing is
             info = {"mask": str(Path(mask_path).resolve())}
         else:
@@ -150,7 +151,7 @@ def inpaint_video(cfg, video_path, mask_path, out_dir, resume: bool, method, ann
         try:
             if annotation is not None:
                 logger.info("tracking the annotation of frame %d over %d frames", annotation["frame"], len(video))
-                masks = tracked_mask_source(video, seed, annotation, out.partial / "masks", out.resumed, **mask_options)
+                masks = tracked_mask_source(video, seed, annotation, out.partial / "masks", out.resumed, **options)
             return _inpaint(cfg, video, masks, out, method)
         except BaseException as err:
             if out.discard_if_unused():  # a failed start (e.g. model loading): nothing worth keeping
