@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -20,10 +19,10 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # random weights only: never touch the network
 
-import numpy as np
 import torch
 
 from fffvdi import benchmarking as bm
+from fffvdi.bench_model import latent_conditions, train_step, unet_inputs
 from fffvdi.bench_video import CASE_TAG, REPO, bench_crop, bench_data_loader, bench_inference, bench_propagate, run_case
 
 SECTIONS = ("unet_step", "flow", "vae", "inference", "crop", "train_step", "data_loader", "propagate")
@@ -113,28 +112,15 @@ def parse_sizes(text: str, parts: int, what: str) -> list[int]:
     return [int(v) for v in values]
 
 
-def latent_conditions(b: int, f: int, h: int, w: int, lat: int, device: torch.device):
-    """Masks `[B, F, 1, h, w]` (moving rectangle) and smooth flows `[B, F-1, 2, h, w]` at latent size."""
-    masks = bm.SyntheticVideo(f, h * lat, w * lat).read_masks(0, f)[:, ::lat, ::lat]  # nearest downscale
-    masks = torch.from_numpy(np.ascontiguousarray(masks)).float()[None, :, None].repeat(b, 1, 1, 1, 1)
-    g = torch.Generator().manual_seed(1)
-    flows_fw = 0.25 + 0.1 * torch.randn(b, f - 1, 2, h, w, generator=g)  # ~2 px per frame in pixel units / 8
-    return masks.to(device), flows_fw.to(device), (-flows_fw).to(device)
-
-
 def bench_unet_step(args, device: torch.device, dtype: torch.dtype, rep: bm.Report) -> None:
     """One denoising step: FFF-VDI UNet, plain SVD UNet (propagation skipped), DNA module alone."""
     comps = bm.build_components(args.preset, device, dtype, parts=("unet",))
     unet = comps.unet
     b, f, h, w = args.batch, args.frames, args.height // 8, args.width // 8
-    g = torch.Generator().manual_seed(0)
-    sample = torch.randn(b, f, 8, h, w, generator=g).to(device, dtype)
-    embeds = torch.randn(b, 1, unet.config.cross_attention_dim, generator=g).to(device, dtype)
-    ids = torch.tensor([[7.0, 127.0, 0.02]]).repeat(b, 1).to(device, dtype)
-    timestep = torch.full((b,), 0.25 * math.log(10.0)).to(device, dtype)  # c_noise at sigma 10
+    sample, timestep, embeds, ids = unet_inputs(unet, b, f, h, w, device, dtype)
     masks, fw, bw = latent_conditions(b, f, h, w, 8, device)
     channels = unet.propagation.config["channels"]
-    feats = torch.randn(b, f, channels, h, w, generator=g).to(device, dtype)
+    feats = torch.randn(b, f, channels, h, w, generator=torch.Generator().manual_seed(2)).to(device, dtype)
     from fffvdi.propagation.dna import DeformableNoiseAlignment
 
     official = DeformableNoiseAlignment(channels=channels, arch="official").to(device, dtype)  # the authors' layout
@@ -206,7 +192,6 @@ def bench_vae(args, device: torch.device, dtype: torch.dtype, rep: bm.Report) ->
 
 def bench_train_step(args, device: torch.device, rep: bm.Report) -> None:
     """EDM loss forward + backward + AdamW step on the FFF-VDI UNet (temporal layers + DNA trainable)."""
-    from fffvdi.edm import Conditioning, EDMDenoiser
     from fffvdi.train_config import DEFAULT_TRAINABLE
     from fffvdi.training import select_trainable
 
@@ -216,26 +201,9 @@ def bench_train_step(args, device: torch.device, rep: bm.Report) -> None:
     if args.grad_ckpt:
         unet.enable_gradient_checkpointing()
     opt = torch.optim.AdamW(params, lr=1e-5, betas=(0.9, 0.999), weight_decay=1e-2)
-    denoiser = EDMDenoiser(unet)
-    b, f, h, w = 1, args.frames, args.height // 8, args.width // 8
-    g = torch.Generator().manual_seed(0)
-    z0 = torch.randn(b, f, 4, h, w, generator=g).to(device)
-    masks, fw, bw = latent_conditions(b, f, h, w, 8, device)
-    cond = Conditioning(torch.randn(b, f, 4, h, w, generator=g).to(device),
-                        torch.randn(b, 1, unet.config.cross_attention_dim, generator=g).to(device),
-                        torch.tensor([[7.0, 127.0, 0.05]], device=device), masks, fw, bw)
+    f, h, w = args.frames, args.height // 8, args.width // 8
     half = device.type == "cuda" and args.dtype != "float32"  # mixed precision on GPU (fp32 master weights)
-    amp_dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=half and amp_dtype == torch.float16)
-    noise_gen = torch.Generator(device).manual_seed(0)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=half):
-            loss, _ = denoiser.loss(z0, cond, generator=noise_gen)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
+    step = train_step(unet, opt, f, h, w, device, getattr(torch, args.dtype) if half else None)
 
     bm.reset_cuda_peak(device)
     t = bm.time_fn(step, args.repeats, args.warmup, device)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import os
 import sys
 import time
@@ -30,6 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # random weights only: never touch
 import torch
 
 from fffvdi import benchmarking as bm
+from fffvdi.bench_model import latent_conditions, train_step, unet_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("dna", "inference", "train")
@@ -149,17 +149,11 @@ def check_dna(args, device: torch.device, rows: Rows) -> None:
     for arch in ("light", "official"):
         def run() -> dict:
             unet = components(args.preset, device, dtype, arch=arch).unet
-            g = torch.Generator().manual_seed(0)
-            sample = torch.randn(b, frames, 8, h, w, generator=g).to(device, dtype)
-            embeds = torch.randn(b, 1, unet.config.cross_attention_dim, generator=g).to(device, dtype)
-            ids = torch.tensor([[7.0, 127.0, 0.02]]).repeat(b, 1).to(device, dtype)
-            timestep = torch.full((b,), 0.25 * math.log(10.0)).to(device, dtype)
-            masks = torch.zeros(b, frames, 1, h, w, device=device)
-            masks[..., h // 4 : h // 2, w // 4 : w // 2] = 1
-            fw = (0.25 + 0.1 * torch.randn(b, frames - 1, 2, h, w, generator=g)).to(device)
+            sample, timestep, embeds, ids = unet_inputs(unet, b, frames, h, w, device, dtype)
+            masks, fw, bw = latent_conditions(b, frames, h, w, 8, device)
             with torch.no_grad():
                 t = bm.time_interleaved(dict(
-                    fffvdi=lambda: unet(sample, timestep, embeds, ids, masks, fw, -fw),
+                    fffvdi=lambda: unet(sample, timestep, embeds, ids, masks, fw, bw),
                     plain=lambda: unet(sample, timestep, embeds, ids),
                 ), sizes(args.tiny)["repeats"], 1, device)
             full, plain = t["fffvdi"].median_s, t["plain"].median_s
@@ -172,7 +166,6 @@ def check_train(args, device: torch.device, rows: Rows) -> None:
     """One optimizer step per training configuration: peak memory, s/step, trainable parameters."""
     from omegaconf import OmegaConf
 
-    from fffvdi.edm import Conditioning, EDMDenoiser
     from fffvdi.train_config import TrainConfig
     from fffvdi.training import build_optimizer, select_trainable
 
@@ -199,27 +192,8 @@ def check_train(args, device: torch.device, rows: Rows) -> None:
             unet.train()
             unet.enable_gradient_checkpointing()
             opt = build_optimizer(params, cfg.optim)
-            denoiser = EDMDenoiser(unet)
-            g = torch.Generator().manual_seed(0)
-            z0 = torch.randn(1, frames, 4, h, w, generator=g).to(device)
-            masks = torch.zeros(1, frames, 1, h, w, device=device)
-            masks[..., h // 4 : h // 2, w // 4 : w // 2] = 1
-            fw = (0.25 + 0.1 * torch.randn(1, frames - 1, 2, h, w, generator=g)).to(device)
-            cond = Conditioning(torch.randn(1, frames, 4, h, w, generator=g).to(device),
-                                torch.randn(1, 1, unet.config.cross_attention_dim, generator=g).to(device),
-                                torch.tensor([[7.0, 127.0, 0.05]], device=device), masks, fw, -fw)
             half = device.type == "cuda"
-            scaler = torch.amp.GradScaler("cuda", enabled=half)
-            noise = torch.Generator(device).manual_seed(0)
-
-            def step() -> None:
-                opt.zero_grad(set_to_none=True)
-                with torch.autocast(device.type, dtype=torch.float16, enabled=half):
-                    loss, _ = denoiser.loss(z0, cond, generator=noise)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-
+            step = train_step(unet, opt, frames, h, w, device, torch.float16 if half else None)
             sec = timed(step, device, sizes(args.tiny)["repeats"])
             return dict(size=f"{w * 8}x{h * 8}x{frames}", mode=mode, propagation=arch, optimizer=optim,
                         precision="amp-fp16" if half else "float32", grad_ckpt=True, s_per_step=sec,

@@ -106,3 +106,18 @@ def test_crop_section_compares_regions(bench, tmp_path):
     assert crop["full_time"]["value"] > 0 and crop["crop_time"]["value"] > 0
     assert crop["crop_time"]["input"] == "216x384" and crop["crop_peak"]["value"] > 0
     assert crop["crop_speedup"]["value"] == pytest.approx(crop["full_time"]["value"] / crop["crop_time"]["value"], rel=0.01)
+
+
+def test_train_step_updates_exactly_the_trainable_weights():
+    from fffvdi.bench_model import train_step
+    from fffvdi.train_config import DEFAULT_TRAINABLE
+    from fffvdi.training import select_trainable
+
+    unet = bm.build_components("tiny", torch.device("cpu"), torch.float32, parts=("unet",)).unet
+    params = select_trainable(unet, DEFAULT_TRAINABLE)
+    unet.train()
+    before = {n: p.detach().clone() for n, p in unet.named_parameters()}
+    train_step(unet, torch.optim.AdamW(params, lr=1e-3), 2, 8, 8, torch.device("cpu"))()
+    moved = {n for n, p in unet.named_parameters() if not torch.equal(p, before[n])}
+    trainable = {n for n, p in unet.named_parameters() if p.requires_grad}
+    assert moved and moved <= trainable and any(n.startswith("propagation.") for n in moved)
