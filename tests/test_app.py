@@ -293,6 +293,9 @@ def test_tracking_step_runs_make_masks_through_the_queue(jobs, tmp_path):
     out = tmp_path / "masks"
     step = tracking_step(tmp_path / "frames", tmp_path / "ann.png", 2, out, 12, 4)
     assert "make_masks.py" in step.argv[1] and step.total == 4
+    flags = dict(zip(step.argv[2::2], step.argv[3::2]))
+    assert flags == {"--video": str(tmp_path / "frames"), "--mask-image": str(tmp_path / "ann.png"), "--frame": "2",
+                     "--output": str(out), "--fps": "12"}
     job = jobs.wait(jobs.submit([step], tmp_path / "log").id, timeout=120)
     assert job.state == DONE, job.log(0).read_text()[-2000:]
     masks = load_video(out, 12.0)  # the masks in the frames' names, annotated frame covering its box
