@@ -14,6 +14,7 @@ from fffvdi.app.commands import (
 from fffvdi.app.jobs import DONE, FINISHED, JobQueue
 from fffvdi.app.session import UPLOAD_EXTS, Session, SessionStore
 from fffvdi.errors import FFFVDIError, InputError
+from fffvdi.tracking.save import PREVIEW_NAME
 
 POLL_S = 0.5  # how often a running job's progress is refreshed in the page
 BOX_COLOUR = (255, 64, 64)
@@ -158,10 +159,10 @@ def build_ui(store: SessionStore, jobs: JobQueue):
             yield f"error: {err}", gr.update()
             return
         if not job.steps:  # masks for this annotation exist already
-            yield "masks already tracked for this annotation", str(s.masks_dir / "masks_preview.mp4")
+            yield "masks already tracked for this annotation", str(s.masks_dir / PREVIEW_NAME)
             return
         for text, finished in watch(s, job, progress):
-            preview = str(s.masks_dir / "masks_preview.mp4") if finished is not None and finished.state == DONE else None
+            preview = str(s.masks_dir / PREVIEW_NAME) if finished is not None and finished.state == DONE else None
             yield text, preview if preview else gr.update()
 
     def run(index, x, y, w, h, editor, method, checkpoint, pretrained, steps, seed, dilation, window,
@@ -184,7 +185,7 @@ def build_ui(store: SessionStore, jobs: JobQueue):
                 files.append(str(zip_frames(out / "frames", s.new_dir("download") / "inpainted_frames.zip")))
             except FFFVDIError as err:
                 text = f"done; {err}"
-            yield text, files[0], files, str(s.masks_dir / "masks_preview.mp4")
+            yield text, files[0], files, str(s.masks_dir / PREVIEW_NAME)
 
     def cancel(request: gr.Request):
         """Stop this page's queued or running job."""
