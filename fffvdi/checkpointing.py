@@ -16,6 +16,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 from fffvdi.errors import InputError
 
@@ -164,6 +165,16 @@ def replace_folder(src: Path, dst: Path, fsynced: bool = False) -> Path:
     src.rename(dst)
     _fsync_dir(dst.parent)
     return dst
+
+
+def write_folder(dst: Path, write: Callable[[Path], Any]) -> Path:
+    """`write(tmp)` into `dst.tmp/` (a stale one from a killed write is removed first), then `replace_folder` it to
+    `dst`: a kill leaves the old `dst` or the new one, never a mix."""
+    staging = dst.with_name(dst.name + STAGING)
+    if staging.exists():
+        shutil.rmtree(staging)
+    write(staging)
+    return replace_folder(staging, dst)
 
 
 def prune_checkpoints(output_dir: str | Path, total_limit: int | None, keep: Path | None = None) -> list[Path]:

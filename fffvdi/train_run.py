@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -295,18 +294,14 @@ def save_final(accelerator: Any, cfg: DictConfig, raw_unet: Any, ema: Any, param
     if ema is not None:
         ema.copy_to(params)
     if accelerator.is_main_process:
-        from fffvdi.checkpointing import replace_folder
-
+        from fffvdi.checkpointing import write_folder
         from fffvdi.lora import merge_lora, save_lora
 
         lora, merge = cfg.lora.enabled, cfg.lora.merge_on_save
         name = "lora" if lora and not merge else "unet"
-        if (out_dir / f"{name}.tmp").exists():  # left by a run killed while saving: no stale file may survive
-            shutil.rmtree(out_dir / f"{name}.tmp")
         if name == "lora":
-            save_lora(raw_unet, out_dir / "lora.tmp", cfg.lora, lora_base(cfg))
+            write_folder(out_dir / name, lambda tmp: save_lora(raw_unet, tmp, cfg.lora, lora_base(cfg)))
         else:
-            (merge_lora(raw_unet) if lora else raw_unet).save_pretrained(out_dir / "unet.tmp")
-        replace_folder(out_dir / f"{name}.tmp", out_dir / name)  # a kill leaves the old folder or the new one
+            write_folder(out_dir / name, (merge_lora(raw_unet) if lora else raw_unet).save_pretrained)
         save_config(cfg, out_dir / "config.yaml")
         logger.info("saved the trained UNet%s to %s", " (LoRA merged)" if lora and merge else "", out_dir / name)

@@ -9,7 +9,6 @@ the one named in its base.json (the run's model.pretrained / model.checkpoint) u
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -46,15 +45,11 @@ def main(argv: list[str] | None = None) -> Path:
     out = Path(args.output).expanduser()
     if out.exists() and not args.overwrite:
         raise InputError(f"--output {out} already exists; pass --overwrite to replace it or choose another folder")
-    from fffvdi.checkpointing import replace_folder
+    from fffvdi.checkpointing import write_folder
     from fffvdi.lora import load_lora_folder, merge_lora
 
     unet = merge_lora(load_lora_folder(folder, args.pretrained, args.base_checkpoint))
-    staging = out.with_name(out.name + ".tmp")
-    if staging.exists():
-        shutil.rmtree(staging)
-    unet.save_pretrained(staging)
-    replace_folder(staging, out)  # a kill leaves the old output or the new one
+    write_folder(out, unet.save_pretrained)  # a kill leaves the old output or the new one
     print(f"merged {folder} into {out}")
     return out
 

@@ -10,7 +10,9 @@ import torch
 
 from fffvdi.errors import ConfigError, FFFVDIError, InputError
 from fffvdi.train_config import DEFAULT_TRAINABLE
-from fffvdi.checkpointing import MARKER, incomplete_checkpoints, list_checkpoints, prune_checkpoints, resolve_resume
+from fffvdi.checkpointing import (
+    MARKER, incomplete_checkpoints, list_checkpoints, prune_checkpoints, resolve_resume, write_folder,
+)
 from fffvdi.train_flows import clip_flows, flow_cache_key
 from fffvdi.training import cfg_dropout, prepare_run_dir, select_trainable
 
@@ -323,3 +325,19 @@ def test_two_process_ddp_on_cpu(setup, tmp_path):
     assert moved
     for k in moved:
         torch.testing.assert_close(ddp[k], one[k], atol=1e-5, rtol=1e-4)
+
+
+def test_write_folder_replaces_the_old_folder_and_a_stale_staging_one(tmp_path):
+    dst = tmp_path / "unet"
+    dst.mkdir()
+    (dst / "old.bin").write_text("old")
+    (tmp_path / "unet.tmp").mkdir()
+    (tmp_path / "unet.tmp" / "stale.bin").write_text("stale")  # left by a killed write
+
+    def write(folder):
+        folder.mkdir()
+        (folder / "new.bin").write_text("new")
+
+    assert write_folder(dst, write) == dst
+    assert sorted(p.name for p in dst.iterdir()) == ["new.bin"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["unet"]
