@@ -76,22 +76,12 @@ def apply_lora(unet: torch.nn.Module, cfg_lora: Any) -> list[torch.nn.Parameter]
         from peft import inject_adapter_in_model
     except ImportError:
         raise ConfigError("lora.enabled=true needs peft: pip install peft", key="lora.enabled") from None
+    from fffvdi.training import select_trainable
+
     check_targets(unet.unet, list(cfg_lora.target_modules))
-    for p in unet.parameters():
-        p.requires_grad_(False)
     inject_adapter_in_model(_lora_config(cfg_lora), unet.unet)  # A/B layers in the base dtype (float32 here)
-    full = list(cfg_lora.full_train)
-    named = list(unet.named_parameters())
-    for pattern in full:
-        if not any(pattern in n for n, _ in named):
-            raise ConfigError(f"lora.full_train pattern {pattern!r} matches no parameter of the FFF-VDI UNet; use e.g. "
-                              "'propagation.'", key="lora.full_train")
-    params = []
-    for name, p in named:
-        p.requires_grad_("lora_" in name or any(s in name for s in full))
-        if p.requires_grad:
-            params.append(p)
-    return params
+    # "lora_" names every adapter weight (peft's lora_A/lora_B); the freeze of everything else happens there too.
+    return select_trainable(unet, ["lora_", *cfg_lora.full_train], key="lora.full_train")
 
 
 def has_lora(unet: torch.nn.Module) -> bool:

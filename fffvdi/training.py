@@ -30,15 +30,18 @@ def resolve_weight_dtype(name: str, mixed_precision: str, device: torch.device) 
     return resolve_dtype(dtype_from_name(name), device)
 
 
-def select_trainable(module: torch.nn.Module, patterns: Sequence[str]) -> list[torch.nn.Parameter]:
-    """Freeze every parameter except those whose name contains one of `patterns`; returns the trainable ones."""
+def select_trainable(module: torch.nn.Module, patterns: Sequence[str], key: str = "trainable") -> list[torch.nn.Parameter]:
+    """Freeze every parameter except those whose name contains one of `patterns` (config `key`); returns the trainable
+    ones."""
     if not patterns:
-        raise ConfigError("trainable is empty; list name patterns, e.g. trainable=[propagation.,temporal_transformer_blocks]")
+        raise ConfigError("trainable is empty; list name patterns, e.g. trainable=[propagation.,temporal_transformer_blocks]",
+                          key=key)
     named = list(module.named_parameters())
     unused = [p for p in patterns if not any(p in name for name, _ in named)]
     if unused:
-        raise ConfigError(f"trainable pattern {unused[0]!r} matches no parameter of the FFF-VDI UNet; use substrings of "
-                          "names like 'propagation.', 'temporal_transformer_blocks', 'time_pos_embed', 'time_mixer'")
+        raise ConfigError(f"{key} pattern {unused[0]!r} matches no parameter of the FFF-VDI UNet; use substrings of "
+                          "names like 'propagation.', 'temporal_transformer_blocks', 'time_pos_embed', 'time_mixer'",
+                          key=key)
     params = []
     for name, param in named:
         param.requires_grad_(any(p in name for p in patterns))

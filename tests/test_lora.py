@@ -256,3 +256,23 @@ def test_lora_and_lean_config_errors(setup, tmp_path):
     with pytest.raises(FFFVDIError, match=r"lora.target_modules pattern '\.\*to_nothing' matches no Linear"):
         _run(overrides, f"checkpoint.output_dir={out}", "lora.target_modules=[.*to_nothing]")
     assert not out.exists()  # checked on the meta-device UNet from config.json, before the run folder
+
+
+def test_apply_lora_trains_adapters_and_full_train_only(tiny_svd_dir):
+    from omegaconf import OmegaConf
+
+    from fffvdi.lora import apply_lora
+    from fffvdi.models.unet import FFFVDIUNet
+    from fffvdi.train_config import LoraConfig
+
+    cfg = OmegaConf.merge(OmegaConf.structured(LoraConfig), {"rank": 2, "alpha": 2})
+    unet = FFFVDIUNet.from_pretrained(tiny_svd_dir, subfolder="unet")
+    params = apply_lora(unet, cfg)
+    names = {n for n, p in unet.named_parameters() if p.requires_grad}
+    assert {id(p) for p in params} == {id(p) for p in unet.parameters() if p.requires_grad}
+    assert names and all("lora_" in n or n.startswith("propagation.") for n in names)
+    assert any(n.startswith("propagation.") for n in names) and any("lora_A" in n for n in names)
+    with pytest.raises(ConfigError, match="lora.full_train pattern 'no_such_part'") as err:
+        apply_lora(FFFVDIUNet.from_pretrained(tiny_svd_dir, subfolder="unet"),
+                   OmegaConf.merge(cfg, {"full_train": ["no_such_part"]}))
+    assert err.value.key == "lora.full_train"
