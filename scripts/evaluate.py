@@ -134,13 +134,7 @@ def check_args(args: argparse.Namespace) -> None:
             load_i3d(args.i3d_weights, "cpu")  # a corrupt or foreign checkpoint fails here, not after the videos
         except FFFVDIError as err:  # torch's unpickling errors span many lines: keep the first
             raise InputError(f"--i3d-weights: {str(err).splitlines()[0][:300]}") from None
-    if args.method == "fffvdi":
-        from fffvdi.config import load_config
-        from fffvdi.inference_config import InferenceConfig
-        from fffvdi.models.loading import check_model_source
-
-        cfg = load_config(InferenceConfig, args.config, [*args.overrides, f"method={args.method}"])
-        check_model_source(cfg.model.pretrained, cfg.model.checkpoint)  # folder layout, hub cached or reachable
+    # the method's config and model source are checked by the harness (_method_config), also before any write
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
