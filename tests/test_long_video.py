@@ -82,6 +82,26 @@ def test_overlap_is_crossfaded():
     assert np.all(np.diff(inside[6:14]) > 0)
 
 
+
+def test_only_masked_pixels_are_crossfaded():
+    """Outside the mask an overlap frame is the later window's output as is (no blend, no float round trip)."""
+    frames, masks = _video(20)
+    tag = iter([1, 2])
+
+    def process(f, m, g):
+        out = f.copy()
+        out[~m.astype(bool)] = next(tag)  # each window marks the pixels it leaves alone
+        out[m.astype(bool)] = 100
+        return out
+
+    written = []
+    run_windows(process, lambda a, b: frames[a:b], lambda a, b: masks[a:b], 20,
+                lambda first, fr: written.append(fr), size=14, overlap=4, progress=False)
+    out = np.concatenate(written)
+    known = ~masks.astype(bool)
+    assert np.all(out[:6][known[:6]] == 1)
+    assert np.all(out[7:14][known[7:14]] == 2)  # overlap frames 7..13 (6 is the anchor): the second window's
+
 def test_same_seed_same_draws():
     frames, masks = _video(30)
 
