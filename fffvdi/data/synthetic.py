@@ -78,24 +78,14 @@ def render_video(
 def rectangle_masks(
     num_frames: int, height: int, width: int, rng: np.random.Generator, moving: bool
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Test masks uint8 `[F, H, W]` in {0, 1}: one rectangle per frame, moving (bouncing) or stationary, and its description."""
-    rect_w = max(int(rng.uniform(0.15, 0.25) * width), 2)
-    rect_h = max(int(rng.uniform(0.2, 0.35) * height), 2)
-    pos = np.array([rng.uniform(0, width - rect_w), rng.uniform(0, height - rect_h)])  # top-left (x, y)
-    angle = rng.uniform(0, 2 * math.pi)
-    vel = np.array([math.cos(angle), math.sin(angle)]) * rng.uniform(1.0, 3.0) if moving else np.zeros(2)
-    vel0 = vel.copy()
-    masks = np.zeros((num_frames, height, width), np.uint8)
-    for t in range(num_frames):
-        x, y = (int(round(v)) for v in pos)
-        masks[t, y : y + rect_h, x : x + rect_w] = 1
-        pos = pos + vel
-        for k, hi in enumerate((width - rect_w, height - rect_h)):
-            if not 0 <= pos[k] <= hi:  # bounce off the borders, as the object does
-                vel[k] = -vel[k]
-                pos[k] = min(max(pos[k], 0), hi)
-    info = {"size_wh": [rect_w, rect_h], "moving": moving, "initial_velocity_xy": [float(v) for v in vel0]}
-    return masks, info
+    """Test masks uint8 `[F, H, W]` in {0, 1}: one rectangle per frame (a training-mask rectangle of constant size
+    and speed), moving and bouncing at the borders, or stationary; and its description."""
+    from fffvdi.data.masks import moving_rectangles
+
+    speed = (1.0, 3.0) if moving else (0.0, 0.0)
+    masks = moving_rectangles(num_frames, height, width, rng, side_range=(0.15, 0.3), size_jitter=0.0,
+                              speed_range=speed, accel_std=0.0)[:, 0]
+    return masks, {"moving": moving}
 
 
 def make_synthetic_dataset(
