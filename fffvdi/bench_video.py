@@ -96,7 +96,13 @@ def run_case(spec: dict) -> dict:
     ])
     pipe = FFFVDIPipeline(comps, cfg, device, dtype)
     # window.region: each window on its masks' crop (pasted back inside the mask) or on the whole frame.
-    process = cropped(lambda fr, m, g: pipe(fr, m, g), spec.get("region", "full"), (h, w))
+    seen = []  # (H, W) of what the pipeline was handed: the whole frame, or a window's crop
+
+    def run_pipe(fr, m, g):
+        seen.append(list(fr.shape[1:3]))
+        return pipe(fr, m, g)
+
+    process = cropped(run_pipe, spec.get("region", "full"), (h, w))
     video = bm.SyntheticVideo(total, *(spec["input_size"] or (h, w)), mask_fraction=spec.get("mask_fraction", 1 / 16))
     n = min(window, total)
     process(video.read_frames(0, n), video.read_masks(0, n), torch.Generator().manual_seed(0))  # warm-up window
@@ -116,7 +122,7 @@ def run_case(spec: dict) -> dict:
             runs.append(time.perf_counter() - start)
     if sum(written) != total:
         raise RuntimeError(f"run_windows wrote {sum(written)} frames for a {total}-frame video")
-    return dict(s_per_frame=bm.Timing(runs).median_s / total, runs=len(runs),
+    return dict(s_per_frame=bm.Timing(runs).median_s / total, runs=len(runs), pipeline_inputs=seen,
                 windows=len(plan_windows(total, window, spec["overlap"])),
                 peak_rss_process_mb=max(build_peak, bm.process_peak_rss_mb()),
                 peak_rss_run_mb=bm.peak_rss_since_reset_mb() if kernel_peak else rss.peak_mb,
@@ -177,5 +183,8 @@ def bench_crop(args, rep: bm.Report) -> None:
         rep.add("crop", f"{region}_time", res["s_per_frame"], "s/frame", **detail)
         key = "cuda_peak_mb" if res["cuda_peak_mb"] is not None else "peak_rss_run_mb"
         rep.add("crop", f"{region}_peak", res[key], "MiB", metric=key)
+        largest = max(res["pipeline_inputs"], key=lambda hw: hw[0] * hw[1])
+        rep.add("crop", f"{region}_pipeline_input", largest[0] * largest[1], "px", hw=largest,
+                note="largest frame size the pipeline was handed")
     rep.add("crop", "crop_speedup", results["full"]["s_per_frame"] / results["crop"]["s_per_frame"], "x",
             note="full s/frame / crop s/frame")

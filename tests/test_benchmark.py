@@ -105,6 +105,8 @@ def test_crop_section_compares_regions(bench, tmp_path):
     crop = json.loads(out.read_text())["results"]["crop"]
     assert crop["full_time"]["value"] > 0 and crop["crop_time"]["value"] > 0
     assert crop["crop_time"]["input"] == "216x384" and crop["crop_peak"]["value"] > 0
+    assert crop["full_pipeline_input"]["hw"] == [216, 384]  # full: whole frames; crop: the masks' region only
+    assert crop["crop_pipeline_input"]["value"] < crop["full_pipeline_input"]["value"]
     assert crop["crop_speedup"]["value"] == pytest.approx(crop["full_time"]["value"] / crop["crop_time"]["value"], rel=0.01)
 
 
