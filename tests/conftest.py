@@ -46,3 +46,48 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def reset_accelerate_state() -> None:
+    """Clear accelerate's singletons so the next in-process training run starts fresh."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Reset accelerate's singletons after the test: in-process training runs must not leak into each other."""
+    yield
+    reset_accelerate_state()
+
+
+def train_tiny(overrides: list, *extra: str, config: str = "train_tiny.yaml"):
+    """scripts/train.py's main on configs/`config` with `overrides` + `extra`, in this process; returns its TrainResult."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if str(root / "scripts") not in sys.path:  # imported, not load_script: its dataclasses need a sys.modules entry
+        sys.path.insert(0, str(root / "scripts"))
+    return importlib.import_module("train").main(["--config", str(root / "configs" / config), *overrides, *extra])
+
+
+def train_inputs(base, tiny_svd_dir, num_videos: int, num_frames: int, seed: int = 0, init_unet: bool = False) -> list:
+    """Synthetic clips in `base/data` (+ with `init_unet`, the tiny FFF-VDI UNet saved as `base/init_unet`, seeded so
+    its propagation weights are fixed) and the overrides every tiny training run shares."""
+    from fffvdi.data.synthetic import make_synthetic_dataset
+
+    make_synthetic_dataset(base / "data", num_videos=num_videos, num_frames=num_frames, size=(64, 64), seed=seed,
+                           num_short=0)
+    overrides = [f"model.pretrained={tiny_svd_dir}", f"data.root={base / 'data'}", "logging.report_to=none",
+                 "validation.every_steps=0"]
+    if init_unet:
+        from fffvdi.models.unet import FFFVDIUNet
+
+        torch.manual_seed(0)
+        FFFVDIUNet.from_pretrained(tiny_svd_dir, subfolder="unet").save_pretrained(base / "init_unet")
+        overrides.append(f"model.checkpoint={base / 'init_unet'}")
+    return overrides

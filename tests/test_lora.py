@@ -3,55 +3,25 @@ AdamW, config errors. Tiny model on CPU."""
 import re
 import shutil
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from fffvdi.errors import ConfigError, FFFVDIError, InputError
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-import merge_lora as merge_script  # noqa: E402
-import train as train_script  # noqa: E402
+from conftest import load_script, reset_accelerate_state as _reset, train_inputs, train_tiny as _run
 
-
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    from accelerate.state import AcceleratorState, GradientState
-
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-
-
-def _reset():
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+merge_script = load_script("merge_lora")
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tiny_svd_dir):
     """Synthetic clips, a saved initial FFF-VDI UNet with a non-identity propagation module, common overrides."""
-    from fffvdi.data.synthetic import make_synthetic_dataset
-    from fffvdi.models.unet import FFFVDIUNet
-
     base = tmp_path_factory.mktemp("lora")
-    make_synthetic_dataset(base / "data", num_videos=2, num_frames=8, size=(64, 64), seed=0, num_short=0)
-    torch.manual_seed(0)
-    FFFVDIUNet.from_pretrained(tiny_svd_dir, subfolder="unet").save_pretrained(base / "init_unet")
-    overrides = [
-        f"model.pretrained={tiny_svd_dir}", f"model.checkpoint={base / 'init_unet'}", f"data.root={base / 'data'}",
-        "data.num_frames=6", "optim.lr=1e-3", "optim.weight_decay=0.0", "logging.report_to=none",
-        "validation.every_steps=0", "lora.enabled=true", "lora.rank=4", "lora.alpha=4",
-    ]
+    overrides = [*train_inputs(base, tiny_svd_dir, num_videos=2, num_frames=8, init_unet=True), "data.num_frames=6",
+                 "optim.lr=1e-3", "optim.weight_decay=0.0", "lora.enabled=true", "lora.rank=4", "lora.alpha=4"]
     return base, overrides
-
-
-def _run(overrides, *extra):
-    return train_script.main(["--config", str(ROOT / "configs/train_tiny.yaml"), *overrides, *extra])
 
 
 @pytest.fixture(scope="module")

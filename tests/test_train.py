@@ -16,54 +16,29 @@ from fffvdi.checkpointing import (
 from fffvdi.train_flows import clip_flows, flow_cache_key
 from fffvdi.training import cfg_dropout, prepare_run_dir, select_trainable
 
+from conftest import reset_accelerate_state, train_inputs, train_tiny as _run
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-import train as train_script  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    """Accelerate's singletons must not leak between in-process runs."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # in-process runs must not leak into each other
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tiny_svd_dir):
     """Synthetic clips + a saved initial FFF-VDI UNet (deterministic propagation weights) + common overrides."""
-    from fffvdi.data.synthetic import make_synthetic_dataset
-    from fffvdi.models.unet import FFFVDIUNet
-
     base = tmp_path_factory.mktemp("train")
-    make_synthetic_dataset(base / "data", num_videos=3, num_frames=10, size=(64, 64), seed=0, num_short=0)
-    torch.manual_seed(0)
-    FFFVDIUNet.from_pretrained(tiny_svd_dir, subfolder="unet").save_pretrained(base / "init_unet")
-    overrides = [
-        f"model.pretrained={tiny_svd_dir}", f"model.checkpoint={base / 'init_unet'}", f"data.root={base / 'data'}",
-        "data.num_frames=6", "optim.lr=1e-3", "optim.weight_decay=0.0", "logging.report_to=none",
-        "validation.every_steps=0",
-    ]
+    overrides = [*train_inputs(base, tiny_svd_dir, num_videos=3, num_frames=10, init_unet=True), "data.num_frames=6",
+                 "optim.lr=1e-3", "optim.weight_decay=0.0"]
     return base, overrides
-
-
-def _run(config_overrides, *extra):
-    return train_script.main(["--config", str(ROOT / "configs/train_tiny.yaml"), *config_overrides, *extra])
 
 
 @pytest.fixture(scope="module")
 def run_a(setup):
     """3 steps, checkpoint every 2, validation + TensorBoard at step 3."""
-    from accelerate.state import AcceleratorState, GradientState
-
     base, overrides = setup
     torch.set_num_threads(1)
     result = _run(overrides, f"checkpoint.output_dir={base / 'a'}", "train.max_steps=3", "checkpoint.every_steps=2",
                   "validation.every_steps=3", "logging.report_to=tensorboard")
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+    reset_accelerate_state()
     return result
 
 

@@ -1,43 +1,22 @@
 """Conditioning cache (data.cache_dir), frame windows (train.frames_per_step) and offloading: tiny model on CPU."""
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import reset_accelerate_state as _reset, train_inputs, train_tiny as _run
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-import train as train_script  # noqa: E402
-
-
-def _reset():
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-
-
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    yield
-    _reset()
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tiny_svd_dir):
-    from fffvdi.data.synthetic import make_synthetic_dataset
-
     base = tmp_path_factory.mktemp("cache")
-    make_synthetic_dataset(base / "data", num_videos=3, num_frames=8, size=(64, 64), seed=1, num_short=0)
-    overrides = [f"model.pretrained={tiny_svd_dir}", f"data.root={base / 'data'}", "data.num_frames=6",
-                 "optim.weight_decay=0.0", "logging.report_to=none", "validation.every_steps=0",
-                 "checkpoint.every_steps=0", "data.epoch_cycle=1", "train.cond_aug_space=latent",
-                 "train.frames_per_step=4", "train.drop_both=0.2"]
+    overrides = [*train_inputs(base, tiny_svd_dir, num_videos=3, num_frames=8, seed=1), "data.num_frames=6",
+                 "optim.weight_decay=0.0", "checkpoint.every_steps=0", "data.epoch_cycle=1",
+                 "train.cond_aug_space=latent", "train.frames_per_step=4", "train.drop_both=0.2"]
     return base, overrides
-
-
-def _run(overrides, *extra):
-    return train_script.main(["--config", str(ROOT / "configs/train_tiny.yaml"), *overrides, *extra])
 
 
 def _spy(monkeypatch):
@@ -175,7 +154,7 @@ def test_the_24gb_config_trains_on_cpu_with_the_tiny_model(setup):
             "optim.name=adamw", "train.mixed_precision='no'", "train.weight_dtype=float32", "train.max_steps=2",
             "logging.report_to=none", "validation.every_steps=0", f"checkpoint.output_dir={base / 'r24'}",
             "checkpoint.every_steps=2"]
-    result = train_script.main(["--config", str(ROOT / "configs/train_24gb.yaml"), *tiny])
+    result = _run(tiny, config="train_24gb.yaml")
     assert result.global_step == 2 and len(list((base / "cache24").glob("*.pt"))) == 2
     assert (base / "r24" / "checkpoint-2" / "lora").is_dir() and (base / "r24" / "unet" / "config.json").is_file()
     from safetensors.torch import load_file

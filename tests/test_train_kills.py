@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import train_inputs
 from fffvdi.checkpointing import CRASH_ENV, MARKER, checkpoint_step, list_checkpoints, resolve_resume
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,13 +30,10 @@ RANDOM_KILLS = 4
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory, tiny_svd_dir):
-    from fffvdi.data.synthetic import make_synthetic_dataset
-
     base = tmp_path_factory.mktemp("kills")
-    make_synthetic_dataset(base / "data", num_videos=2, num_frames=8, size=(64, 64), seed=0, num_short=0)
-    return base, [f"model.pretrained={tiny_svd_dir}", f"data.root={base / 'data'}", "data.num_frames=4",
-                  "optim.lr=1e-3", "logging.report_to=none", "logging.every_steps=1", "validation.every_steps=0",
-                  f"train.max_steps={MAX_STEPS}", "checkpoint.every_steps=1", "checkpoint.total_limit=1"]
+    return base, [*train_inputs(base, tiny_svd_dir, num_videos=2, num_frames=8), "data.num_frames=4", "optim.lr=1e-3",
+                  "logging.every_steps=1", f"train.max_steps={MAX_STEPS}", "checkpoint.every_steps=1",
+                  "checkpoint.total_limit=1"]
 
 
 def _command(overrides: list[str], out: Path, resume: bool) -> list[str]:
