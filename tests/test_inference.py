@@ -212,6 +212,25 @@ def test_propagate_on_an_mp4_decodes_it_twice(tmp_path, monkeypatch):
     assert len(restarts) == 2
 
 
+def test_propagate_crop_on_an_mp4_pastes_back_without_restarting_the_decoder(tmp_path, monkeypatch):
+    """window.region=crop pastes each finished crop into its full frame, read `radius` frames behind the method's
+    reads: a second reader trails the first (one pass each, plus the encoding pass), never one restart per frame."""
+    from fffvdi.io import video as video_io
+    from fffvdi.io import write_video
+
+    frames_dir, masks_dir = _write_clip(tmp_path / "in", 20, 96, 160)  # the crop is smaller than the frame
+    clip = np.stack([cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in sorted(frames_dir.glob("*.png"))])
+    write_video(tmp_path / "clip.mp4", clip, fps=10)
+    restarts = []
+    original = video_io._SequentialDecoder._restart
+    monkeypatch.setattr(video_io._SequentialDecoder, "_restart", lambda self: restarts.append(1) or original(self))
+    out = tmp_path / "o"
+    assert CLI.main(["--video", str(tmp_path / "clip.mp4"), "--mask", str(masks_dir), "--method", "propagate",
+                     "--output", str(out), "propagate.radius=5", "window.region=crop"]) == 0
+    assert len(list((out / "frames").glob("*.png"))) == 20
+    assert len(restarts) == 3  # the method's pass, the paste-back's trailing pass, the encoding pass
+
+
 def test_first_frame_fill_gets_latent_masks_and_forward_flows_in_order(tmp_path, tiny_svd_dir, monkeypatch):
     """Wiring: the content pans left 2 px/frame, so at latent scale flows_fw is about -0.25 and flows_bw +0.25."""
     import fffvdi.pipeline as pipeline_mod

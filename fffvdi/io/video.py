@@ -123,9 +123,10 @@ class _SequentialDecoder:
 class VideoSource:
     """Lazy video: frames are read on demand by `read(start, stop)`; memory does not grow with length.
 
-    A frames folder reads only the requested files. A video file is decoded sequentially by one
-    cached ffmpeg reader: forward reads are cheap, the last block read is kept so overlapping
-    windows reuse it, and reading before that block restarts decoding from frame 0.
+    A frames folder reads only the requested files. A video file is decoded sequentially by a cached
+    ffmpeg reader: forward reads are cheap, the last block read is kept so overlapping windows reuse
+    it, and a read behind the reader goes to a second, trailing reader (e.g. a crop pasted back into
+    frames the propagation read `radius` frames ago), which restarts from frame 0 only if it is ahead too.
     """
 
     def __init__(self, path: str | Path, fps: float | None = None):
@@ -134,6 +135,7 @@ class VideoSource:
         check_exists(self.path, "video")
         self._files: list[Path] | None = None
         self._decoder: _SequentialDecoder | None = None
+        self._trailing: _SequentialDecoder | None = None  # reads behind `_decoder`, opened on the first one
         self._cache_start, self._cache = 0, np.zeros((0, 0, 0, 3), np.uint8)
         if self.path.is_dir():
             self._files = list_images(self.path)
@@ -192,10 +194,18 @@ class VideoSource:
             elif self._cache_start <= i < cache_stop:
                 out[i - start] = self._cache[i - self._cache_start]
             else:
-                out[i - start] = self._decoder.frame(i)
+                out[i - start] = self._decode(i)
         if self._decoder is not None:
             self._cache_start, self._cache = start, out.copy()  # bounded by the request size
         return out
+
+    def _decode(self, index: int) -> np.ndarray:
+        """Frame `index` from the reader it lies ahead of: two interleaved forward passes never restart each other."""
+        if index >= self._decoder.pos:
+            return self._decoder.frame(index)
+        if self._trailing is None:
+            self._trailing = _SequentialDecoder(self.path, self.size)
+        return self._trailing.frame(index)
 
     def chunks(self, size: int) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (start, frames) over the whole video in consecutive chunks of at most `size` frames."""
@@ -204,8 +214,9 @@ class VideoSource:
 
     def close(self) -> None:
         """Release the decoder (a frames folder holds nothing open)."""
-        if self._decoder is not None:
-            self._decoder.close()
+        for decoder in (self._decoder, self._trailing):
+            if decoder is not None:
+                decoder.close()
         self._cache = np.zeros((0, 0, 0, 3), np.uint8)
 
     def __enter__(self) -> "VideoSource":
