@@ -69,6 +69,24 @@ def test_a_textureless_object_is_not_lost():
     assert coverage.min() >= 0.97 and ratio.max() <= 1.5
 
 
+def test_completion_gets_the_flow_from_the_previous_frame_toward_this_one(monkeypatch):
+    """`_recover` moves the previous object by its median flow prev -> t: fw forward of the annotation, bw before it
+    (the template search and the re-fit would hide a flow taken the wrong way on the oracle clips)."""
+    seen = []
+    original = flow_tracker._recover
+
+    def spy(seed, prev, flow, prev_image, image):
+        seen.append(np.median(flow[prev], axis=0))
+        return original(seed, prev, flow, prev_image, image)
+
+    monkeypatch.setattr(flow_tracker, "_recover", spy)
+    frames, objects = blob_scene(n_frames=7, size=(96, 128), start=(50.0, 40.0), speed=(4.0, 0.0), pan=(0.0, 0.0),
+                                 growth=1.0)
+    track_masks(frames, objects[3], 3)  # order: frames 4, 5, 6 (forward), then 2, 1, 0 (backward)
+    u = np.array(seen)[:, 0]
+    assert (np.abs(u[:3] - 4.0) < 1.0).all() and (np.abs(u[3:] + 4.0) < 1.0).all(), np.round(u, 2)
+
+
 def test_a_fast_object_is_found_again_when_the_flow_loses_it():
     """~14 px/frame at 256 px wide: DIS misses the motion; the template search around the flow's guess finds it."""
     frames, objects = blob_scene(n_frames=12, start=(40.0, 50.0), speed=(14.0, 3.0), growth=1.2)
@@ -167,9 +185,23 @@ def test_tiny_sam2_is_saved_in_the_hub_layout(tiny_sam2_dir):
 
 
 @pytest.mark.parametrize("k", [0, 3])
-def test_sam2_tracker_uses_the_prompt_mask_on_its_frame(tiny_sam2_dir, k):
+def test_sam2_tracker_uses_the_prompt_mask_on_its_frame(tiny_sam2_dir, k, monkeypatch):
+    from transformers import Sam2VideoModel
+
+    passes, original = [], Sam2VideoModel.propagate_in_video_iterator
+
+    def spy(self, session, start_frame_idx, reverse=False, **kw):
+        passes.append((start_frame_idx, reverse, []))
+        for result in original(self, session, start_frame_idx=start_frame_idx, reverse=reverse, **kw):
+            passes[-1][2].append(result.frame_idx)
+            yield result
+
+    monkeypatch.setattr(Sam2VideoModel, "propagate_in_video_iterator", spy)
     frames, objects = blob_scene(n_frames=5, size=(48, 80), start=(22.0, 20.0), speed=(2.0, 0.5))
     masks = track_masks(frames, objects[k], k, tracker="sam2", sam2=str(tiny_sam2_dir))
+    # forward from the prompt to the end, then (unless it is frame 0) backward to the start: every frame is reached
+    assert [(start, rev) for start, rev, _ in passes] == [(k, False)] + ([(k, True)] if k else [])
+    assert sorted(set(sum((seen for _, _, seen in passes), []))) == list(range(5))
     assert masks.shape == (5, 48, 80) and masks.dtype == bool
     want = cover(objects[k])
     iou = (masks[k] & want).sum() / (masks[k] | want).sum()
@@ -273,3 +305,28 @@ def test_tracking_is_deterministic():
     cv2.grabCut(frames[0][..., ::-1].copy(), np.where(box, cv2.GC_PR_FGD, cv2.GC_BGD).astype(np.uint8), None,
                 np.zeros((1, 65)), np.zeros((1, 65)), 2, cv2.GC_INIT_WITH_MASK)  # moves OpenCV's RNG on
     np.testing.assert_array_equal(track_masks(frames, box, 0), first)
+
+
+def test_trace_to_follows_each_steps_flow_both_ways_and_rejects_inconsistent_steps():
+    """Tracing composes fw[i] forward and bw[i-1] backward, one step per frame (the tracker's recovery would hide a
+    wrong direction or index on the oracle clips); a step whose reverse flow disagrees marks its positions."""
+    n, h, w = 4, 20, 40
+    fw = np.zeros((n - 1, h, w, 2), np.float32)
+    for i in range(n - 1):
+        fw[i, ..., 0], fw[i, ..., 1] = i + 1.0, 0.5  # step i -> i+1 moves by (i+1, 0.5): every step differs
+    bw = -fw
+    x0, y0 = np.float32([[5.0, 8.0]]), np.float32([[4.0, 6.0]])
+    x, y, ok = flow_tracker.trace_to(fw, bw, 0, 3, x0, y0)
+    np.testing.assert_allclose(x, x0 + 6)
+    np.testing.assert_allclose(y, y0 + 1.5)
+    assert ok.all()
+    x, y, ok = flow_tracker.trace_to(fw, bw, 3, 0, x0 + 20, y0 + 5)  # back from frame 3: bw[2], bw[1], bw[0]
+    np.testing.assert_allclose(x, x0 + 14)
+    np.testing.assert_allclose(y, y0 + 3.5)
+    assert ok.all()
+    x, y, ok = flow_tracker.trace_to(fw, bw, 2, 1, x0 + 20, y0)  # one step back: bw[1] alone
+    np.testing.assert_allclose(x, x0 + 18)
+    bad = bw.copy()
+    bad[1, :, 20:] = 0.0  # frame 2's reverse flow disagrees right of x=20 (an occlusion)
+    _, _, ok = flow_tracker.trace_to(fw, bad, 0, 3, np.float32([[2.0, 30.0]]), np.float32([[5.0, 5.0]]))
+    assert ok.tolist() == [[True, False]]  # x 2 reaches frame 2 at x 5 (consistent), x 30 at x 33 (rejected)
