@@ -88,6 +88,9 @@ def test_mask_image_on_a_video_file(clip, tmp_path):
     assert _count_frames(out / "masks_preview.mp4") == N
     hole = cv2.imread(str(out / "00005.png"), cv2.IMREAD_GRAYSCALE) == 255
     assert (hole & objects[5]).sum() == objects[5].sum()  # the drawn mask (plus a margin) on its own frame
+    from fffvdi.tracking.flow_tracker import cover
+
+    assert np.array_equal(hole, cover(objects[5]))  # exactly: --frame 5 is the frame the drawing belongs to
 
 
 @pytest.mark.parametrize(
