@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from fffvdi.propagation.trace import FB_ALPHA, FB_BETA
 from fffvdi.tracking.annotation import is_box
-from fffvdi.tracking.refine import clean, dilate, object_in_box, object_radius, refit
+from fffvdi.tracking.refine import box_slices, clean, dilate, object_in_box, object_radius, refit
 
 WORK_SIDE = 640  # longest side for flow and tracing; larger videos are traced at this size and upscaled
 LOST_FRAC = 0.85  # a traced mask under this fraction of the previous frame's object is completed (_recover)
@@ -73,14 +73,10 @@ def trace_to(fw: np.ndarray, bw: np.ndarray, t: int, k: int, x: np.ndarray, y: n
 
 def _roi(prev: np.ndarray, flow: np.ndarray) -> tuple[slice, slice]:
     """Region of the next frame to trace: the previous mask's box grown by ROI_PAD and its largest motion."""
-    h, w = prev.shape
     if not prev.any():
-        return slice(0, h), slice(0, w)  # object lost: search the whole frame
-    ys, xs = np.nonzero(prev)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    motion = float(np.abs(flow[y0:y1, x0:x1]).max()) if flow is not None else 0.0
-    pad = ROI_PAD + int(np.ceil(2 * motion))
-    return slice(max(y0 - pad, 0), min(y1 + pad, h)), slice(max(x0 - pad, 0), min(x1 + pad, w))
+        return slice(0, prev.shape[0]), slice(0, prev.shape[1])  # object lost: search the whole frame
+    motion = float(np.abs(flow[box_slices(prev)]).max()) if flow is not None else 0.0
+    return box_slices(prev, ROI_PAD + int(np.ceil(2 * motion)))
 
 
 def propagate(fw, bw, images, t: int, k: int, object_k: np.ndarray, roi: tuple[slice, slice]) -> np.ndarray:
@@ -112,8 +108,8 @@ def _match(prev: np.ndarray, prev_image: np.ndarray, image: np.ndarray, guess: t
     """The translation (dx, dy) of the previous object into this frame: where its pixels match best (masked template
     search) within reach of the flow's `guess`, which alone is too short when the motion outruns the flow."""
     h, w = prev.shape
-    ys, xs = np.nonzero(prev)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    sy, sx = box_slices(prev)
+    y0, y1, x0, x1 = sy.start, sy.stop, sx.start, sx.stop
     reach = int(max(2 * ROI_PAD, object_radius(prev)))
     gx, gy = int(round(guess[0])), int(round(guess[1]))
     wy0, wy1 = max(y0 + gy - reach, 0), min(y1 + gy + reach, h)

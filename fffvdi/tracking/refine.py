@@ -61,7 +61,7 @@ def clean(mask: np.ndarray) -> np.ndarray:
     return fill_holes(np.isin(labels, keep))
 
 
-def _crop(mask: np.ndarray, pad: int) -> tuple[slice, slice]:
+def box_slices(mask: np.ndarray, pad: int = 0) -> tuple[slice, slice]:
     """Slices of the mask's bounding box grown by `pad` and clipped to the frame."""
     ys, xs = np.nonzero(mask)
     h, w = mask.shape
@@ -91,7 +91,7 @@ def refit(image: np.ndarray, seed: np.ndarray) -> np.ndarray:
         return seed.astype(bool)
     r = object_radius(seed)
     inner, band = max(2, int(round(0.25 * r))), max(4, int(round(0.3 * r)))
-    sy, sx = _crop(seed, band + 12)
+    sy, sx = box_slices(seed, band + 12)
     s = seed[sy, sx]
     labels = np.full(s.shape, cv2.GC_BGD, np.uint8)
     labels[dilate(s, band)] = cv2.GC_PR_BGD
@@ -116,7 +116,7 @@ def object_in_box(image: np.ndarray, box: np.ndarray) -> np.ndarray:
     Falls back to the whole box when GrabCut finds nothing plausible (under a quarter of the box).
     """
     pad = max(8, int(round(0.5 * object_radius(box))))
-    sy, sx = _crop(box, pad)
+    sy, sx = box_slices(box, pad)
     b = box[sy, sx]
     labels = np.where(b, cv2.GC_PR_FGD, cv2.GC_BGD).astype(np.uint8)
     fg = _grabcut(image[sy, sx], labels)
