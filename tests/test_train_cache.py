@@ -191,3 +191,36 @@ def test_start_epoch_reaches_the_dataset_of_a_sharded_loader():
     assert clips.epoch is None  # what accelerate alone does with a sharded sampler
     start_epoch(loader, 3)
     assert clips.epoch == 1  # 3 % epoch_cycle
+
+
+def test_latent_encoding_matches_pixel_encoding_of_the_window(tiny_svd_dir):
+    """With no conditioning noise, no dropout and the posterior mode, the cached path (encode_clip + draw_conditioning
+    of window [1, 5)) gives the conditioning of the pixel path (encode_batch on those frames): the hole is masked
+    out of the conditioning latents, CLIP sees the window's first frame, forward flows stay forward."""
+    from omegaconf import OmegaConf
+
+    from fffvdi.conditioning import Conditioner
+    from fffvdi.models.loading import load_svd_components
+    from fffvdi.train_cache import draw_conditioning, encode_clip
+    from fffvdi.train_config import TrainConfig
+    from fffvdi.training import encode_batch
+
+    cfg = OmegaConf.structured(TrainConfig)
+    t = OmegaConf.merge(cfg.train, dict(drop_image_embeds=0, drop_cond_latents=0, drop_both=0, cond_aug_mean=-30.0,
+                                        cond_aug_std=0, cond_latents="mode", clip_source="masked"))
+    comps = load_svd_components(str(tiny_svd_dir), None, dtype=torch.float32, device=torch.device("cpu"))
+    cond = Conditioner(comps, cfg.flow, torch.device("cpu"), torch.float32, 8)
+    g = torch.Generator().manual_seed(0)
+    b, f, h, w = 1, 6, 64, 64
+    frames = torch.rand(b, f, 3, h, w, generator=g) * 2 - 1
+    masks = torch.zeros(b, f, 1, h, w)
+    masks[..., 16:48, 8:40] = 1
+    fw, bw = torch.randn(b, f - 1, 2, h, w, generator=g), 3 + torch.randn(b, f - 1, 2, h, w, generator=g)
+    enc = encode_clip(cond, frames, masks, fw, bw, "masked", starts=3)
+    _, latent = draw_conditioning(enc, t, 0.18, 1, 4, torch.Generator().manual_seed(1))
+    _, pixel = encode_batch(cond, frames[:, 1:5], masks[:, 1:5], fw[:, 1:4], bw[:, 1:4], t,
+                            torch.Generator().manual_seed(1))
+    for name in ("latents", "image_embeds", "masks", "flows_fw", "flows_bw"):
+        torch.testing.assert_close(getattr(latent, name), getattr(pixel, name), atol=1e-4, rtol=1e-4, msg=name)
+    unmasked = encode_clip(cond, frames, torch.zeros_like(masks), fw, bw, "masked", starts=3)
+    assert (unmasked["c_mean"] - enc["c_mean"]).abs().max() > 1e-2  # the hole changes the latents: not vacuous
