@@ -276,6 +276,7 @@ def test_run_settings_are_checked_and_mapped_onto_inference_flags(tmp_path):
     step = inference_step(tmp_path / "f", tmp_path / "m", tmp_path / "out", 12.5, 9, s)
     a = step.argv
     assert a[a.index("--method") + 1] == "fffvdi" and a[a.index("--checkpoint") + 1] == "/ck/unet"
+    assert a[a.index("--video") + 1] == str(tmp_path / "f") and a[a.index("--mask") + 1] == str(tmp_path / "m")
     assert a[a.index("--fps") + 1] == "12.5" and a[a.index("--output") + 1] == str(tmp_path / "out")
     assert {"sampling.num_steps=7", "sampling.seed=3", "mask.dilate=2", "window.num_frames=14",
             "model.pretrained=org/svd"} <= set(a)
