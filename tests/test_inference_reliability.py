@@ -147,6 +147,30 @@ def test_telea_borrows_the_nearest_frame_for_an_all_hole_frame(tmp_path):
         assert not np.array_equal(result[t], frames[t]) and result[t].mean() > 50  # neither the input nor black
 
 
+
+def test_telea_first_window_of_all_hole_frames_shows_the_first_content(tmp_path):
+    """A first window with no visible pixel at all borrows the first frame that has some (not mid-gray)."""
+    frames = translating_frames((3, 0), 8)
+    masks = box_masks(8, 64, 96, full=(0, 1, 2, 3))
+    frames_dir, masks_dir = write_clip(tmp_path / "in", frames, masks)
+    out = tmp_path / "o"
+    assert CLI.main(["--video", str(frames_dir), "--mask", str(masks_dir), "--method", "telea", "--output", str(out),
+                     "mask.dilate=0", "window.num_frames=4", "window.overlap=1"]) == 0
+    result = read_pngs(out / "frames")
+    assert all(np.array_equal(result[t], result[4]) for t in range(4))
+
+
+def test_propagate_all_hole_frame_out_of_reach_repeats_the_last_finished_frame(tmp_path):
+    """Frames 4-6 all hole, radius 1: no trajectory from frame 5 reaches content, so it repeats frame 4's result."""
+    frames = translating_frames((3, 0), 10)
+    masks = box_masks(10, 64, 96, full=(4, 5, 6))
+    frames_dir, masks_dir = write_clip(tmp_path / "in", frames, masks)
+    out = tmp_path / "o"
+    assert CLI.main(["--video", str(frames_dir), "--mask", str(masks_dir), "--method", "propagate",
+                     "--output", str(out), "mask.dilate=0", "propagate.radius=1"]) == 0
+    result = read_pngs(out / "frames")
+    assert np.array_equal(result[5], result[4]) and result[5].std() > 10  # content, not a flat gray
+
 def test_diffusion_runs_with_an_all_hole_frame(tmp_path, tiny_svd_dir):
     frames = translating_frames((3, 0), 6)
     masks = box_masks(6, 64, 96, full=(0, 3))
