@@ -94,11 +94,25 @@ def test_window_start_covers_every_start_and_draws_nothing_without_a_window():
 
 
 def test_pixel_space_run_with_a_frame_window(setup, monkeypatch):
+    import fffvdi.training as training
+
     base, overrides = setup
     seen = _spy(monkeypatch)
+    encode, flow_errors = training.encode_batch, []
+
+    def checking_encode(conditioner, frames, masks, flows_fw, flows_bw, *args):
+        """The flows handed over must be the window's own pairs, forward as forward."""
+        fw, bw = conditioner.flow_fn((frames + 1) / 2)
+        flow_errors.append(((flows_fw - fw).abs().max().item(), (flows_bw - bw).abs().max().item(),
+                            (flows_fw - bw).abs().max().item()))
+        return encode(conditioner, frames, masks, flows_fw, flows_bw, *args)
+
+    monkeypatch.setattr(training, "encode_batch", checking_encode)
     result = _run(overrides, f"checkpoint.output_dir={base / 'pixel'}", "train.cond_aug_space=pixel",
                   "train.max_steps=2", "train.offload_frozen=true")
     assert seen["frames"] == [4, 4] and seen["encodes"] == 0  # pixel path: the window's frames go through the VAE
+    assert len(flow_errors) == 2 and all(e_fw < 1e-4 and e_bw < 1e-4 < e_swap for e_fw, e_bw, e_swap in flow_errors), \
+        flow_errors
     assert all(torch.isfinite(torch.tensor(v)) for v in result.losses.values())
 
 
