@@ -176,6 +176,12 @@ def test_the_24gb_config_trains_on_cpu_with_the_tiny_model(setup):
     adapters = load_file(str(base / "r24" / "checkpoint-2" / "lora" / "adapter_model.safetensors"))
     lora_b = [v for k, v in adapters.items() if "lora_B" in k]
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # gradients reach the adapters through checkpointing
+    from fffvdi.models.unet import FFFVDIUNet
+
+    final = FFFVDIUNet.from_pretrained(base / "r24" / "unet").state_dict()  # lora.merge_on_save: a plain UNet
+    assert not any("lora_" in k or "base_layer" in k for k in final)
+    trained = {k.replace(".base_layer", ""): v for k, v in result.unet.state_dict().items() if "lora_" not in k}
+    assert trained.keys() == final.keys() and all(torch.equal(trained[k], final[k]) for k in final)
 
 
 def test_start_epoch_reaches_the_dataset_of_a_sharded_loader():
