@@ -244,3 +244,10 @@ def test_latent_encoding_matches_pixel_encoding_of_the_window(tiny_svd_dir):
         torch.testing.assert_close(getattr(latent, name), getattr(pixel, name), atol=1e-4, rtol=1e-4, msg=name)
     unmasked = encode_clip(cond, frames, torch.zeros_like(masks), fw, bw, "masked", starts=3)
     assert (unmasked["c_mean"] - enc["c_mean"]).abs().max() > 1e-2  # the hole changes the latents: not vacuous
+    t.drop_image_embeds = 1.0  # CFG dropout of the image embeds only: in both paths the latents stay
+    dropped = [draw_conditioning(enc, t, 0.18, 1, 4, torch.Generator().manual_seed(1))[1],
+               encode_batch(cond, frames[:, 1:5], masks[:, 1:5], fw[:, 1:4], bw[:, 1:4], t,
+                            torch.Generator().manual_seed(1))[1]]
+    for d, full in zip(dropped, (latent, pixel)):
+        assert not d.image_embeds.any() and full.image_embeds.abs().sum() > 0
+        torch.testing.assert_close(d.latents, full.latents)
