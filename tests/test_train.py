@@ -11,7 +11,7 @@ import torch
 from fffvdi.errors import ConfigError, FFFVDIError, InputError
 from fffvdi.train_config import DEFAULT_TRAINABLE
 from fffvdi.checkpointing import (
-    MARKER, incomplete_checkpoints, list_checkpoints, prune_checkpoints, resolve_resume, write_folder,
+    MARKER, incomplete_checkpoints, list_checkpoints, prune_checkpoints, resolve_resume, staging_dir, write_folder,
 )
 from fffvdi.train_flows import clip_flows, flow_cache_key
 from fffvdi.training import cfg_dropout, prepare_run_dir, select_trainable
@@ -316,3 +316,11 @@ def test_write_folder_replaces_the_old_folder_and_a_stale_staging_one(tmp_path):
     assert write_folder(dst, write) == dst
     assert sorted(p.name for p in dst.iterdir()) == ["new.bin"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["unet"]
+
+
+def test_staging_dir_clears_a_stale_save_of_the_same_step_on_the_main_process_only(tmp_path):
+    stale = tmp_path / "checkpoint-4.tmp"
+    stale.mkdir()
+    (stale / "half.bin").write_text("x")  # left by a save killed halfway
+    assert staging_dir(tmp_path, 4, clear=False) == stale and (stale / "half.bin").exists()
+    assert staging_dir(tmp_path, 4) == stale and not stale.exists()
