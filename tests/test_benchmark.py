@@ -1,25 +1,20 @@
 """Smoke tests of the benchmark: helpers count runs and see memory, the smallest sections write the JSON schema."""
-import importlib.util
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import load_script
 from fffvdi import benchmarking as bm
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
     """scripts/benchmark.py imported as a module."""
-    spec = importlib.util.spec_from_file_location("fffvdi_benchmark_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmark")
 
 
 def test_time_interleaved_counts_warmup_and_repeats():

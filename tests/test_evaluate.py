@@ -54,14 +54,9 @@ def _settings(root, out, **kw):
 
 def _cli_main():
     """scripts/evaluate.py's main, loaded by path (scripts/ is not a package)."""
-    import importlib.util
-    from pathlib import Path
+    from conftest import load_script
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "evaluate.py"
-    spec = importlib.util.spec_from_file_location("evaluate_script", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return load_script("evaluate").main
 
 
 def _csv(path):

@@ -1,23 +1,15 @@
 """scripts/make_masks.py: files in the input's names, the preview, refusals and one-line errors (exit 2)."""
-import importlib.util
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from conftest import load_script
 from tracking_scene import blob_scene
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_cli():
-    spec = importlib.util.spec_from_file_location("make_masks_cli", ROOT / "scripts" / "make_masks.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-CLI = _load_cli()
+CLI = load_script("make_masks")
 N = 8
 
 
