@@ -243,16 +243,33 @@ def check_inference_config(cfg) -> None:
         _check_device(cfg.model.device)
 
 
-def _check_device(name: str) -> None:
-    """`model.device` must name a device torch knows and that exists here."""
+def device_problem(name: str) -> Optional[str]:
+    """Why the device `name` cannot run here ("'gpu' is unknown; ..." / "cuda but this machine has no ..."), None
+    when it can; callers prefix the flag or key that named it."""
     import re
 
+    if name == "auto":
+        return None
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", str(name)):
+        return f"{name!r} is unknown; use auto, cpu, cuda, cuda:N or mps"
+    import torch
+
+    if name.startswith("cuda"):
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            return f"{name} but this machine has no such CUDA device; use cpu or auto"
+    if name == "mps" and not torch.backends.mps.is_available():
+        return f"{name} but MPS is not available here; use cpu or auto"
+    return None
+
+
+def _check_device(name: str) -> None:
+    """`model.device` must name a device torch knows and that exists here."""
     from fffvdi.errors import ConfigError
 
-    if name == "auto":
-        return
-    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", str(name)):
-        raise ConfigError(f"model.device={name!r} is unknown; use auto, cpu, cuda or cuda:N", key="model.device")
+    problem = device_problem(name)
+    if problem is not None:
+        raise ConfigError(f"model.device={problem}", key="model.device")
     if name.startswith("cuda"):
         import torch
 

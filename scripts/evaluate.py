@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 import warnings
 from pathlib import Path
@@ -31,7 +30,6 @@ from fffvdi.evaluation import EVAL_METHODS, EvalSettings, parse_size, run_evalua
 from fffvdi.evaluation.shards import agree, finish, process_state
 
 FLOWS = ("dis", "raft_large", "raft_small")
-DEVICES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -78,20 +76,12 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
 
 
 def _check_device(device: str) -> None:
-    """--device names a device torch knows and that this machine has."""
-    if not DEVICES.fullmatch(device):
-        raise InputError(f"--device {device!r} is unknown; use auto, cpu, cuda, cuda:N or mps")
-    if device.startswith("cuda"):
-        import torch
+    """--device names a device torch knows and that this machine has (the same rule as model.device)."""
+    from fffvdi.inference_config import device_problem
 
-        index = int(device.split(":")[1]) if ":" in device else 0
-        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
-            raise InputError(f"--device {device} but this machine has no such CUDA device; use --device cpu or auto")
-    if device == "mps":
-        import torch
-
-        if not torch.backends.mps.is_available():
-            raise InputError("--device mps but MPS is not available here; use --device cpu or auto")
+    problem = device_problem(device)
+    if problem is not None:
+        raise InputError(f"--device {problem}")
 
 
 def _check_flow(flow: str, raft_weights: str | None) -> None:

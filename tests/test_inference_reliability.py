@@ -241,3 +241,26 @@ def test_missing_checkpoint_warning_is_true_for_every_script(tmp_path, tiny_svd_
     cfg = load_config(InferenceConfig, ROOT / "configs" / "inference_tiny.yaml", [f"model.pretrained={tiny_svd_dir}"])
     with pytest.warns(UserWarning, match=r"no model\.checkpoint given \(--checkpoint for inference\.py\)"):
         build_method(cfg)
+
+
+def test_model_device_is_checked_up_front_with_the_evaluation_rule():
+    """model.device (inference) and --device (evaluation) share one rule: a device torch knows and this machine has."""
+    import torch
+
+    from fffvdi.config import load_config
+    from fffvdi.errors import ConfigError
+    from fffvdi.inference_config import InferenceConfig, check_inference_config, device_problem
+
+    def check(device):
+        check_inference_config(load_config(InferenceConfig, None, ["method=fffvdi", f"model.device={device}"]))
+
+    check("cpu")
+    check("auto")
+    with pytest.raises(ConfigError, match=r"^model.device='gpu' is unknown; use auto, cpu"):
+        check("gpu")
+    assert device_problem("cuda:7") is not None or torch.cuda.device_count() > 7
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="^model.device=cuda but this machine has no such CUDA device"):
+            check("cuda")
+    # propagate and telea never use the device: not checked for them
+    check_inference_config(load_config(InferenceConfig, None, ["method=telea", "model.device=gpu"]))
