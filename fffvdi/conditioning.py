@@ -8,7 +8,7 @@ both build one from the SVD components and a `flow` config section, so they cann
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, ContextManager, Optional
+from typing import Any, Callable, ContextManager, Optional
 
 import torch
 import torch.nn.functional as F
@@ -84,20 +84,20 @@ class Conditioner:
     def encode(self, pixels: torch.Tensor, sample: Optional[torch.Generator] = None) -> torch.Tensor:
         """VAE latents `[B, F, 4, h, w]` (unscaled, as SVD conditions) of `pixels [B, F, 3, H, W]`: the posterior's
         mode, or a draw from it with the `sample` generator (the official training does that)."""
+        return self.encode_with(pixels, lambda d: d.mode() if sample is None else d.sample(sample))
+
+    def encode_with(self, pixels: torch.Tensor, take: Callable[[Any], torch.Tensor]) -> torch.Tensor:
+        """`take(posterior)` of every frame of `pixels [B, F, 3, H, W]`, VAE-encoded `chunk` frames at a time, as a
+        float32 `[B, F, ...]` tensor (the one chunked encoding loop: latents, training targets, cached posteriors)."""
         flat = rearrange(pixels, "b f c h w -> (b f) c h w")
         with self.on_device(self.c.vae) as vae:
-            dists = [vae.encode(part.to(self.dtype)).latent_dist for part in flat.split(self.chunk)]
-            out = [d.mode() if sample is None else d.sample(sample) for d in dists]
-        return rearrange(torch.cat(out), "(b f) c h w -> b f c h w", b=pixels.shape[0]).float()
+            out = [take(vae.encode(part.to(self.dtype)).latent_dist).float() for part in flat.split(self.chunk)]
+        return rearrange(torch.cat(out), "(b f) c h w -> b f c h w", b=pixels.shape[0])
 
     @torch.no_grad()
     def encode_targets(self, frames: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Scaled clean latents `[B, F, 4, h, w]` (posterior sample * scaling_factor) of `frames`: training targets."""
-        flat = rearrange(frames, "b f c h w -> (b f) c h w")
-        with self.on_device(self.c.vae) as vae:
-            out = [vae.encode(part.to(self.dtype)).latent_dist.sample(generator).float() for part in flat.split(self.chunk)]
-        z0 = rearrange(torch.cat(out), "(b f) c h w -> b f c h w", b=frames.shape[0])
-        return z0 * self.c.vae.config.scaling_factor
+        return self.encode_with(frames, lambda d: d.sample(generator)) * self.c.vae.config.scaling_factor
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import torch
-from einops import rearrange
 from omegaconf import DictConfig
 
 from fffvdi.conditioning import Conditioner, clip_source_image
@@ -55,13 +54,8 @@ def window_start(num_frames: int, window: Optional[int], generator: torch.Genera
 @torch.no_grad()
 def posterior(conditioner: Conditioner, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and std `[B, F, 4, h, w]` (unscaled) of the VAE posterior of `pixels [B, F, 3, H, W]`, chunked."""
-    flat = rearrange(pixels, "b f c h w -> (b f) c h w")
-    with conditioner.on_device(conditioner.c.vae) as vae:
-        dists = [vae.encode(part.to(conditioner.dtype)).latent_dist for part in flat.split(conditioner.chunk)]
-    mean = torch.cat([d.mean for d in dists]).float()
-    std = torch.cat([d.std for d in dists]).float()
-    unflat = lambda x: rearrange(x, "(b f) c h w -> b f c h w", b=pixels.shape[0])  # noqa: E731
-    return unflat(mean), unflat(std)
+    both = conditioner.encode_with(pixels, lambda d: torch.cat([d.mean, d.std], dim=1))  # [B, F, 2 * 4, h, w]
+    return both.chunk(2, dim=2)
 
 
 @torch.no_grad()
