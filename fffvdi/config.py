@@ -6,10 +6,12 @@ command line. Unknown keys and badly typed values raise `ConfigError` naming the
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Type
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -65,25 +67,33 @@ class MaskConfig:
     mode: str = "mask"  # mask (as drawn) | box (each frame's mask becomes its bounding box, as the official validation)
 
 
-# Closed choices of the shared sections above, checked by check_inference_config and check_train_config.
-SHARED_CHOICES = {
-    "model.propagation.arch": ("light", "official"),
-    "flow.method": ("dis", "raft_large", "raft_small"),
-    "flow.completion": ("smooth", "edge_aware", "cv2_inpaint", "telea"),
+DTYPES = {  # model.dtype names (the short ones too) -> torch dtype
+    "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+    "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
 }
 
 
-def dtype_from_name(name: str):
+def dtype_from_name(name: str) -> torch.dtype:
     """Map 'float32' | 'float16' | 'bfloat16' (and fp32/fp16/bf16) to a torch dtype."""
-    import torch
-
-    table = {
-        "float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-        "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    }
-    if name not in table:
+    if name not in DTYPES:
         raise ConfigError(f"unknown dtype '{name}'; use one of float32, float16, bfloat16")
-    return table[name]
+    return DTYPES[name]
+
+
+def device_problem(name: str) -> Optional[str]:
+    """Why the device `name` cannot run here ("'gpu' is unknown; ..." / "cuda but this machine has no ..."), None
+    when it can; callers prefix the flag or key that named it (model.device, evaluate.py's --device)."""
+    if name == "auto":
+        return None
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", str(name)):
+        return f"{name!r} is unknown; use auto, cpu, cuda, cuda:N or mps"
+    if name.startswith("cuda"):
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            return f"{name} but this machine has no such CUDA device; use cpu or auto"
+    if name == "mps" and not torch.backends.mps.is_available():
+        return f"{name} but MPS is not available here; use cpu or auto"
+    return None
 
 
 def _one_line(err: OmegaConfBaseException) -> str:

@@ -1,6 +1,7 @@
+"""Error types raised on bad user input; each message is one line naming the path and the fix."""
 from __future__ import annotations
 
-"""Error types raised on bad user input; each message is one line naming the path and the fix."""
+from typing import Iterable
 
 
 class FFFVDIError(Exception):
@@ -22,3 +23,9 @@ class ConfigError(FFFVDIError, ValueError):
 
 class ModelLoadError(FFFVDIError, OSError):
     """Model components could not be loaded (offline hub, missing folder, wrong layout)."""
+
+
+def one_of(names: Iterable[str]) -> str:
+    """"'a', 'b' or 'c'": the allowed values of a closed choice, for an error message."""
+    quoted = [f"'{n}'" for n in names]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"

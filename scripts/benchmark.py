@@ -21,9 +21,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # random weights only: never touch
 
 import torch
 
-from fffvdi import benchmarking as bm
-from fffvdi.bench_model import latent_conditions, train_step, unet_inputs
-from fffvdi.bench_video import CASE_TAG, REPO, bench_crop, bench_data_loader, bench_inference, bench_propagate, run_case
+from fffvdi.bench import measure as bm
+from fffvdi.bench import presets
+from fffvdi.bench.model import latent_conditions, train_step, unet_inputs
+from fffvdi.bench.video import CASE_TAG, REPO, bench_crop, bench_data_loader, bench_inference, bench_propagate, run_case
 
 SECTIONS = ("unet_step", "flow", "vae", "inference", "crop", "train_step", "data_loader", "propagate")
 __all__ = ["run_case"]  # tests call it through this script, as `--_case` does
@@ -46,7 +47,7 @@ def defaults(preset: str, device: str) -> dict:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=bm.PRESETS, default="tiny", help="tiny random SVD or SVD-XT's real architecture")
+    p.add_argument("--preset", choices=presets.PRESETS, default="tiny", help="tiny random SVD or SVD-XT's real architecture")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
                    help="default: float16 on cuda, float32 on cpu")
@@ -114,16 +115,16 @@ def parse_sizes(text: str, parts: int, what: str) -> list[int]:
 
 def bench_unet_step(args, device: torch.device, dtype: torch.dtype, rep: bm.Report) -> None:
     """One denoising step: FFF-VDI UNet, plain SVD UNet (propagation skipped), DNA module alone."""
-    comps = bm.build_components(args.preset, device, dtype, parts=("unet",))
+    comps = presets.build_components(args.preset, device, dtype, parts=("unet",))
     unet = comps.unet
     b, f, h, w = args.batch, args.frames, args.height // 8, args.width // 8
     sample, timestep, embeds, ids = unet_inputs(unet, b, f, h, w, device, dtype)
     masks, fw, bw = latent_conditions(b, f, h, w, 8, device)
     channels = unet.propagation.config["channels"]
     feats = torch.randn(b, f, channels, h, w, generator=torch.Generator().manual_seed(2)).to(device, dtype)
-    from fffvdi.propagation.dna import DeformableNoiseAlignment
+    from fffvdi.models.propagation import build_propagation
 
-    official = DeformableNoiseAlignment(channels=channels, arch="official").to(device, dtype)  # the authors' layout
+    official = build_propagation(channels, arch="official").to(device, dtype)  # the authors' layout
     bm.reset_cuda_peak(device)
     with torch.no_grad():
         t = bm.time_interleaved(dict(
@@ -139,10 +140,10 @@ def bench_unet_step(args, device: torch.device, dtype: torch.dtype, rep: bm.Repo
     dna_off = rep.timing("unet_step", "dna_official_alone", t["dna_official"], shape=f"{b}x{f}x{feats.shape[2]}x{h}x{w}")
     rep.add("unet_step", "propagation_overhead", 100.0 * (full / plain - 1.0), "%", note="fffvdi/plain - 1")
     rep.add("unet_step", "dna_official_over_unet", 100.0 * dna_off / plain, "%", note="official module / plain UNet",
-            params_m=round(bm.count_params_m(official), 3))
+            params_m=round(presets.count_params_m(official), 3))
     rep.add("unet_step", "dna_over_unet", 100.0 * dna / plain, "%", note="dna alone / plain UNet")
-    rep.add("unet_step", "unet_params", bm.count_params_m(unet.unet), "M")
-    rep.add("unet_step", "dna_params", bm.count_params_m(unet.propagation), "M")
+    rep.add("unet_step", "unet_params", presets.count_params_m(unet.unet), "M")
+    rep.add("unet_step", "dna_params", presets.count_params_m(unet.propagation), "M")
     rep.add("unet_step", "cuda_peak", bm.cuda_peak_mb(device), "MiB")
 
 
@@ -152,7 +153,7 @@ def bench_flow(args, device: torch.device, rep: bm.Report) -> None:
     from fffvdi.flow.estimators import DISFlow, RAFTFlow
 
     f, size = args.flow_frames, f"{args.height}x{args.width}"
-    video = bm.SyntheticVideo(f, args.height, args.width)
+    video = presets.SyntheticVideo(f, args.height, args.width)
     frames = torch.from_numpy(video.read_frames(0, f)).permute(0, 3, 1, 2)[None].float().div(255).to(device)
     masks = torch.from_numpy(video.read_masks(0, f)).float()[None, :, None].to(device)  # [1, F, 1, H, W]
     estimators = dict(dis=DISFlow("medium"))
@@ -173,9 +174,9 @@ def bench_flow(args, device: torch.device, rep: bm.Report) -> None:
 
 def bench_vae(args, device: torch.device, dtype: torch.dtype, rep: bm.Report) -> None:
     """VAE encode and chunked temporal decode per frame."""
-    vae = bm.build_components(args.preset, device, dtype, parts=("vae",)).vae
+    vae = presets.build_components(args.preset, device, dtype, parts=("vae",)).vae
     f, chunk = args.frames, args.chunk
-    video = bm.SyntheticVideo(f, args.height, args.width)
+    video = presets.SyntheticVideo(f, args.height, args.width)
     x = torch.from_numpy(video.read_frames(0, f)).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device, dtype)
     bm.reset_cuda_peak(device)
     with torch.no_grad():
@@ -186,16 +187,16 @@ def bench_vae(args, device: torch.device, dtype: torch.dtype, rep: bm.Report) ->
     size = f"{args.height}x{args.width}"
     rep.timing("vae", "encode", t["encode"], per=f, unit="ms/frame", size=size, chunk=chunk)
     rep.timing("vae", "decode", t["decode"], per=f, unit="ms/frame", size=size, chunk=chunk)
-    rep.add("vae", "vae_params", bm.count_params_m(vae), "M")
+    rep.add("vae", "vae_params", presets.count_params_m(vae), "M")
     rep.add("vae", "cuda_peak", bm.cuda_peak_mb(device), "MiB")
 
 
 def bench_train_step(args, device: torch.device, rep: bm.Report) -> None:
     """EDM loss forward + backward + AdamW step on the FFF-VDI UNet (temporal layers + DNA trainable)."""
-    from fffvdi.train_config import DEFAULT_TRAINABLE
-    from fffvdi.training import select_trainable
+    from fffvdi.train.config import DEFAULT_TRAINABLE
+    from fffvdi.train.trainable import select_trainable
 
-    unet = bm.build_components(args.preset, device, torch.float32, parts=("unet",)).unet
+    unet = presets.build_components(args.preset, device, torch.float32, parts=("unet",)).unet
     params = select_trainable(unet, DEFAULT_TRAINABLE)
     unet.train()
     if args.grad_ckpt:

@@ -27,9 +27,10 @@ from typing import NoReturn
 
 from fffvdi.errors import FFFVDIError, InputError
 from fffvdi.evaluation import EVAL_METHODS, EvalSettings, parse_size, run_evaluation
-from fffvdi.evaluation.shards import agree, finish, process_state
+from fffvdi.flow.estimators import FLOW_ESTIMATORS
+from fffvdi.shards import agree, finish, process_state
 
-FLOWS = ("dis", "raft_large", "raft_small")
+FLOWS = tuple(FLOW_ESTIMATORS)  # the E_warp flow model
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -77,7 +78,7 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
 
 def _check_device(device: str) -> None:
     """--device names a device torch knows and that this machine has (the same rule as model.device)."""
-    from fffvdi.inference_config import device_problem
+    from fffvdi.config import device_problem
 
     problem = device_problem(device)
     if problem is not None:

@@ -28,8 +28,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # random weights only: never touch
 
 import torch
 
-from fffvdi import benchmarking as bm
-from fffvdi.bench_model import latent_conditions, train_step, unet_inputs
+from fffvdi.bench import measure as bm
+from fffvdi.bench import presets
+from fffvdi.bench.model import latent_conditions, train_step, unet_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("dna", "inference", "train")
@@ -98,14 +99,14 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: 
 
 def components(preset: str, device: torch.device, dtype: torch.dtype, arch: str = "light", parts=("unet",)):
     """Random-weight SVD components of `preset`, the UNet wrapped with the `arch` propagation module."""
+    from fffvdi.models.propagation import build_propagation
     from fffvdi.models.unet import FFFVDIUNet
-    from fffvdi.propagation.dna import DeformableNoiseAlignment
 
-    comps = bm.build_components(preset, device, dtype, parts=parts)
+    comps = presets.build_components(preset, device, dtype, parts=parts)
     if arch != "light":
         channels = comps.unet.unet.conv_in.out_channels
         torch.manual_seed(3)
-        dna = DeformableNoiseAlignment(channels=channels, arch=arch).to(device, dtype).requires_grad_(False)
+        dna = build_propagation(channels, arch=arch).to(device, dtype).requires_grad_(False)
         comps.unet = FFFVDIUNet(comps.unet.unet, dna)
     return comps
 
@@ -113,8 +114,8 @@ def components(preset: str, device: torch.device, dtype: torch.dtype, arch: str 
 def check_inference(args, device: torch.device, rows: Rows) -> None:
     """Whole FFF-VDI window per case and dtype: s/step from 2 vs 4 steps, 25-step window time, peak memory."""
     from fffvdi.config import load_config
-    from fffvdi.inference_config import InferenceConfig
-    from fffvdi.pipeline import FFFVDIPipeline
+    from fffvdi.inpaint.config import InferenceConfig
+    from fffvdi.inpaint.pipeline import FFFVDIPipeline
 
     s = sizes(args.tiny)
     lo, hi = s["steps"]
@@ -123,7 +124,7 @@ def check_inference(args, device: torch.device, rows: Rows) -> None:
         comps = components(args.preset, device, dtype, parts=("unet", "vae", "image_encoder"))
         for frames, h, w in s["infer"]:
             def run() -> dict:
-                video = bm.SyntheticVideo(frames, h, w)
+                video = presets.SyntheticVideo(frames, h, w)
                 x, m = video.read_frames(0, frames), video.read_masks(0, frames)
                 cfg = load_config(InferenceConfig, None, [f"window.height={h}", f"window.width={w}",
                                                           f"window.num_frames={frames}", "window.decode_chunk_size=8"])
@@ -158,7 +159,7 @@ def check_dna(args, device: torch.device, rows: Rows) -> None:
                 ), sizes(args.tiny)["repeats"], 1, device)
             full, plain = t["fffvdi"].median_s, t["plain"].median_s
             return dict(size=f"{b}x{frames}x8x{h}x{w}", dtype=str(dtype).split(".")[-1], fffvdi_s=full, plain_s=plain,
-                        overhead_pct=100 * (full / plain - 1), module_params_m=bm.count_params_m(unet.propagation))
+                        overhead_pct=100 * (full / plain - 1), module_params_m=presets.count_params_m(unet.propagation))
         guarded(rows, "dna", f"unet_step_{arch}", run)
 
 
@@ -166,8 +167,9 @@ def check_train(args, device: torch.device, rows: Rows) -> None:
     """One optimizer step per training configuration: peak memory, s/step, trainable parameters."""
     from omegaconf import OmegaConf
 
-    from fffvdi.train_config import TrainConfig
-    from fffvdi.training import build_optimizer, select_trainable
+    from fffvdi.train.config import TrainConfig
+    from fffvdi.train.setup import build_optimizer
+    from fffvdi.train.trainable import select_trainable
 
     clip, h, w = sizes(args.tiny)["train"]
     h, w = h // 8, w // 8
@@ -183,7 +185,7 @@ def check_train(args, device: torch.device, rows: Rows) -> None:
             bm.reset_cuda_peak(device)
             unet = components(args.preset, device, torch.float32, arch=arch).unet
             if mode == "lora":
-                from fffvdi.lora import apply_lora
+                from fffvdi.train.lora import apply_lora
 
                 cfg.lora.rank = 16
                 params = apply_lora(unet, cfg.lora)

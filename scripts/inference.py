@@ -13,7 +13,7 @@ method starts it over), --overwrite starts over. An existing OUT is replaced onl
 Many videos: --video-list LIST (lines `VIDEO MASK [OUTPUT]`) or --video PARENT --mask MASKPARENT (one video per
 subfolder or video file, masks matched by name): the model is built once, each video gets OUT/<name>/, a failed
 video is reported and the rest go on, OUT/summary.json records every video; the exit status is the number of
-failed videos. Under `accelerate launch` the videos are shared out over the processes (fffvdi/batch.py).
+failed videos. Under `accelerate launch` the videos are shared out over the processes (fffvdi/inpaint/batch.py).
 Masks from one annotation: --box x,y,w,h (or --mask ONE.png) with --mask-frame K are tracked over the video
 (fffvdi.tracking) and saved in OUT/masks/ before inpainting.
 """
@@ -29,11 +29,10 @@ from typing import Callable, Optional
 
 from fffvdi.config import load_config
 from fffvdi.errors import FFFVDIError, InputError
+from fffvdi.inpaint.checks import CHOICES, check_inference_config
+from fffvdi.inpaint.config import InferenceConfig, mask_options, resolve_canvas, resolve_method
 from fffvdi.io import MaskSource, default_output_dir, open_video
-from fffvdi.io.tracked_masks import annotation_from_args, seed_mask, tracked_mask_source
-from fffvdi.inference_config import (
-    InferenceConfig, check_inference_config, mask_options, resolve_canvas, resolve_method,
-)
+from fffvdi.tracking.inputs import annotation_from_args, seed_mask, tracked_mask_source
 
 logger = logging.getLogger("inference")
 
@@ -55,10 +54,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mask-frame", type=int, default=None, help="frame index the --box or --mask annotation is drawn on")
     p.add_argument("--tracker", default="flow", help="mask tracker for --box/--mask-frame: flow (weight-free) | sam2")
     p.add_argument("--sam2", default=None, help="SAM 2 hub id or local folder for --tracker sam2")
-    p.add_argument("--config", default=None, help="YAML config (defaults: fffvdi/inference_config.py)")
+    p.add_argument("--config", default=None, help="YAML config (defaults: fffvdi/inpaint/config.py)")
     p.add_argument("--output", default=None, help="output folder (default results/<name>-<method>/: <name> is the "
                    "video file's stem or the frames folder's name, its parent's if the folder is frames/, images/, ...)")
-    p.add_argument("--method", choices=["auto", "fffvdi", "propagate", "telea"], default=None,
+    p.add_argument("--method", choices=CHOICES["method"], default=None,
                    help="overrides method (auto: fffvdi with --checkpoint, else propagate)")
     p.add_argument("--checkpoint", default=None, help="fine-tuned FFF-VDI UNet folder (overrides model.checkpoint)")
     p.add_argument("--fps", type=float, default=None, help="fps of a frames-folder input (default 24)")
@@ -89,7 +88,7 @@ def build_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """One video, or a batch of them; returns the exit status."""
-    from fffvdi.batch import is_video_parent
+    from fffvdi.inpaint.batch import is_video_parent
 
     if args.video_list is None and (args.video is None or (args.mask is None and args.box is None)):
         raise InputError("pass --video with --mask MASKS (or --box x,y,w,h, or --mask ONE.png --mask-frame K), "
@@ -113,7 +112,7 @@ def _method_once(cfg) -> Callable[[], object]:
     built: list = []
 
     def get():
-        from fffvdi.methods import build_method
+        from fffvdi.inpaint.methods import build_method
 
         if not built:
             try:
@@ -131,7 +130,7 @@ def inpaint_video(cfg, video_path, mask_path, out_dir, resume: bool, method, ann
     """Check one video's inputs and output, then inpaint it into `out_dir` (via OUT.partial/); returns `out_dir`."""
     from omegaconf import OmegaConf
 
-    from fffvdi.io.partial import PartialOutput
+    from fffvdi.inpaint.partial import PartialOutput
 
     video = open_video(video_path, fps=cfg.fps)  # reads every frame's header: a bad frame fails now
     masks = None
@@ -169,8 +168,8 @@ def run_batch(args: argparse.Namespace) -> int:
     import copy
     import functools
 
-    from fffvdi import batch
-    from fffvdi.evaluation.shards import agree, all_gather, finish, process_state, rank_device, shard
+    from fffvdi.inpaint import batch
+    from fffvdi.shards import agree, all_gather, finish, process_state, rank_device, shard
 
     state = process_state()
     error = None

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from fffvdi.errors import FFFVDIError, InputError
+from fffvdi.tracking.track import TRACKERS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -24,7 +25,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ann.add_argument("--mask-image", help="mask of the object on --frame (white = object), any size of the same aspect")
     p.add_argument("--frame", type=int, default=0, help="index of the annotated frame (0 = first; default 0)")
     p.add_argument("--output", required=True, help="folder for the mask PNGs and masks_preview.mp4")
-    p.add_argument("--tracker", choices=["flow", "sam2"], default="flow",
+    p.add_argument("--tracker", choices=TRACKERS, default="flow",
                    help="flow: optical-flow tracker, no weights (default); sam2: SAM 2 video model")
     p.add_argument("--sam2", default=None, help="SAM 2 hub id or local folder (default facebook/sam2.1-hiera-tiny)")
     p.add_argument("--fps", type=float, default=None, help="fps of a frames-folder input, for the preview (default 24)")

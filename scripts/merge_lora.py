@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def lora_folder(path: str | Path) -> Path:
     """The folder holding adapter_model.safetensors: `path` itself or `path/lora`."""
-    from fffvdi.lora import ADAPTER_WEIGHTS
+    from fffvdi.train.lora import ADAPTER_WEIGHTS
 
     path = Path(path).expanduser()
     for folder in (path, path / "lora"):
@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> Path:
     out = Path(args.output).expanduser()
     if out.exists() and not args.overwrite:
         raise InputError(f"--output {out} already exists; pass --overwrite to replace it or choose another folder")
-    from fffvdi.checkpointing import write_folder
-    from fffvdi.lora import load_lora_folder, merge_lora
+    from fffvdi.train.checkpointing import write_folder
+    from fffvdi.train.lora import load_lora_folder, merge_lora
 
     unet = merge_lora(load_lora_folder(folder, args.pretrained, args.base_checkpoint))
     write_folder(out, unet.save_pretrained)  # a kill leaves the old output or the new one

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from conftest import load_script
-from fffvdi import benchmarking as bm
+from fffvdi.bench import measure as bm
+from fffvdi.bench import presets
 
 
 
@@ -45,7 +46,7 @@ def test_rss_sampler_sees_an_allocation():
 
 
 def test_synthetic_video_is_lazy_and_consistent():
-    video = bm.SyntheticVideo(200, 32, 48, seed=3)
+    video = presets.SyntheticVideo(200, 32, 48, seed=3)
     frames, masks = video.read_frames(10, 14), video.read_masks(10, 14)
     assert frames.shape == (4, 32, 48, 3) and frames.dtype == np.uint8
     assert masks.shape == (4, 32, 48) and set(np.unique(masks)) == {0, 1}
@@ -106,11 +107,11 @@ def test_crop_section_compares_regions(bench, tmp_path):
 
 
 def test_train_step_updates_exactly_the_trainable_weights():
-    from fffvdi.bench_model import train_step
-    from fffvdi.train_config import DEFAULT_TRAINABLE
-    from fffvdi.training import select_trainable
+    from fffvdi.bench.model import train_step
+    from fffvdi.train.config import DEFAULT_TRAINABLE
+    from fffvdi.train.trainable import select_trainable
 
-    unet = bm.build_components("tiny", torch.device("cpu"), torch.float32, parts=("unet",)).unet
+    unet = presets.build_components("tiny", torch.device("cpu"), torch.float32, parts=("unet",)).unet
     params = select_trainable(unet, DEFAULT_TRAINABLE)
     unet.train()
     before = {n: p.detach().clone() for n, p in unet.named_parameters()}

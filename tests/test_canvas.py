@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from fffvdi.canvas import composite, feather_alpha, from_canvas, plan_placement, to_canvas
+from fffvdi.inpaint.canvas import composite, feather_alpha, from_canvas, plan_placement, to_canvas
 
 
 def test_placement_keeps_aspect_and_pads_never_crops():

@@ -92,7 +92,7 @@ def test_shipped_configs_are_valid():
     """Every YAML in configs/ loads against its schema (catches typos in shipped files)."""
     from pathlib import Path
 
-    from fffvdi.inference_config import InferenceConfig
+    from fffvdi.inpaint.config import InferenceConfig
 
     root = Path(__file__).resolve().parents[1] / "configs"
     for name in ("inference.yaml", "inference_tiny.yaml"):
@@ -101,8 +101,8 @@ def test_shipped_configs_are_valid():
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_loads(path):
-    from fffvdi.inference_config import InferenceConfig
-    from fffvdi.train_config import TrainConfig
+    from fffvdi.inpaint.config import InferenceConfig
+    from fffvdi.train.config import TrainConfig
 
     schema = TrainConfig if path.name.startswith("train") else InferenceConfig
     cfg = load_config(schema, path)
@@ -110,7 +110,7 @@ def test_every_shipped_config_loads(path):
 
 
 def test_training_has_no_model_dtype_key():
-    from fffvdi.train_config import TrainConfig
+    from fffvdi.train.config import TrainConfig
 
     with pytest.raises(ConfigError, match="dtype"):
         load_config(TrainConfig, None, ["model.dtype=float16"])  # precision is train.mixed_precision / weight_dtype
@@ -118,7 +118,7 @@ def test_training_has_no_model_dtype_key():
 
 
 def test_unset_canvas_follows_the_checkpoint_training_size(tmp_path):
-    from fffvdi.inference_config import InferenceConfig, resolve_canvas
+    from fffvdi.inpaint.config import InferenceConfig, resolve_canvas
 
     run = tmp_path / "run"
     (run / "unet").mkdir(parents=True)

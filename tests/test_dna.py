@@ -5,7 +5,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from fffvdi.errors import ConfigError, InputError
 from fffvdi.flow.warp import flow_warp, in_bounds
-from fffvdi.propagation.dna import DeformableNoiseAlignment, FlowGuidedDeformAlign
+from fffvdi.models.propagation import DeformableNoiseAlignment, FlowGuidedDeformAlign
 
 B, F, C, H, W = 1, 4, 32, 12, 16
 

@@ -13,12 +13,12 @@ import torch
 from diffusers import EulerDiscreteScheduler
 from torch import nn
 
-from fffvdi.edm import (
-    Conditioning, EDMDenoiser, added_time_ids, edm_scalings, karras_sigmas, loss_weight, sample_cond_aug,
-    sample_training_sigmas,
+from fffvdi.diffusion.conditioning import Conditioning, added_time_ids
+from fffvdi.diffusion.edm import (
+    EDMDenoiser, edm_scalings, karras_sigmas, loss_weight, sample_cond_aug, sample_training_sigmas,
 )
+from fffvdi.diffusion.samplers import cfg_denoise, guidance_scales, invert_euler, sample_euler, sample_heun
 from fffvdi.errors import InputError
-from fffvdi.sampling import cfg_denoise, guidance_scales, invert_euler, sample_euler, sample_heun
 
 # SVD's scheduler (SPEC section 8), written out here so this file checks against the spec, not our code.
 SVD_SCHEDULER = dict(
@@ -225,6 +225,7 @@ def test_mask_weight_adds_loss_only_inside_mask():
     assert weighted > base and torch.allclose(weighted - base, 2.0 * inside, rtol=1e-4)
     assert torch.allclose(empty, base)
     assert torch.allclose(logs["mse_hole"], (sq * mask).sum() / (mask.sum() * 4), rtol=1e-5)
+    assert torch.allclose(logs["mse_known"], (sq * (1 - mask)).sum() / ((1 - mask).sum() * 4), rtol=1e-5)
     with pytest.raises(InputError):
         den.loss(z0, make_cond(), sigma=sigma, mask_weight=1.0)
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fffvdi.errors import FFFVDIError, InputError
-from fffvdi.evaluation.shards import agree, all_gather, rank_device, shard
+from fffvdi.shards import agree, all_gather, rank_device, shard
 from test_evaluate import _cli_main, _csv  # the same CLI loader and CSV reader
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def test_shard_and_devices():
     assert all_gather(one, {"a": 1}) == [{"a": 1}]
     from fffvdi.config import load_config
     from fffvdi.evaluation.harness import _rank_config
-    from fffvdi.inference_config import InferenceConfig
+    from fffvdi.inpaint.config import InferenceConfig
 
     cfg = load_config(InferenceConfig, None, ["method=fffvdi", "model.device=auto"])
     assert _rank_config(cfg, one) is cfg

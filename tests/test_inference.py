@@ -233,7 +233,7 @@ def test_propagate_crop_on_an_mp4_pastes_back_without_restarting_the_decoder(tmp
 
 def test_first_frame_fill_gets_latent_masks_and_forward_flows_in_order(tmp_path, tiny_svd_dir, monkeypatch):
     """Wiring: the content pans left 2 px/frame, so at latent scale flows_fw is about -0.25 and flows_bw +0.25."""
-    import fffvdi.pipeline as pipeline_mod
+    import fffvdi.inpaint.pipeline as pipeline_mod
 
     calls = []
     real = pipeline_mod.fill_first_frame_noise
@@ -254,7 +254,7 @@ def test_first_frame_fill_gets_latent_masks_and_forward_flows_in_order(tmp_path,
 
 
 def test_cli_hands_the_method_masks_read_with_the_configured_dilation_and_mode(tmp_path, monkeypatch):
-    import fffvdi.methods as methods_mod
+    import fffvdi.inpaint.methods as methods_mod
     from fffvdi.io import load_masks
 
     seen = {}

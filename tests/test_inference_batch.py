@@ -90,7 +90,7 @@ def test_auto_is_propagate_without_a_checkpoint_and_says_how_to_get_diffusion(tm
 
 def test_auto_with_a_checkpoint_is_fffvdi_and_an_uncached_gated_model_says_licence_and_login(tmp_path, capsys):
     from fffvdi.config import load_config
-    from fffvdi.inference_config import InferenceConfig, resolve_method
+    from fffvdi.inpaint.config import InferenceConfig, resolve_method
 
     cfg = load_config(InferenceConfig, None, ["model.checkpoint=somewhere/unet"])
     assert cfg.method == "auto" and resolve_method(cfg) == "fffvdi" and cfg.method == "fffvdi"
@@ -111,12 +111,12 @@ def test_auto_with_a_checkpoint_is_fffvdi_and_an_uncached_gated_model_says_licen
 
 
 def test_parent_folders_one_model_load_own_folders_and_summary(tmp_path, capsys, monkeypatch):
-    import fffvdi.methods
+    import fffvdi.inpaint.methods
 
     videos, masks = _parents(tmp_path)
     built = []
-    real = fffvdi.methods.build_method
-    monkeypatch.setattr(fffvdi.methods, "build_method", lambda cfg: built.append(cfg.method) or real(cfg))
+    real = fffvdi.inpaint.methods.build_method
+    monkeypatch.setattr(fffvdi.inpaint.methods, "build_method", lambda cfg: built.append(cfg.method) or real(cfg))
     out = tmp_path / "out"
     assert CLI.main(["--video", str(videos), "--mask", str(masks), "--method", "telea", "--output", str(out)]) == 0
     assert built == ["telea"]  # one model (method) for every video
@@ -189,13 +189,13 @@ def test_a_failing_video_is_reported_and_the_rest_go_on(tmp_path, capsys):
 
 
 def test_a_video_without_a_mask_is_an_error_up_front(tmp_path, capsys, monkeypatch):
-    import fffvdi.methods
+    import fffvdi.inpaint.methods
 
     videos, masks = _parents(tmp_path)
     _write_pngs(videos / "d", _frames(4))
     _write_pngs(videos / "e", _frames(5))
     cv2.imwrite(str(masks / "a.png"), _box_masks()[0])  # a/ and a.png: ambiguous
-    monkeypatch.setattr(fffvdi.methods, "build_method", lambda cfg: pytest.fail("no model before the error"))
+    monkeypatch.setattr(fffvdi.inpaint.methods, "build_method", lambda cfg: pytest.fail("no model before the error"))
     out = tmp_path / "out"
     err = _one_error(capsys, CLI.main(["--video", str(videos), "--mask", str(masks), "--output", str(out)]))
     assert "3 videos in" in err and "a: several masks (a, a.png)" in err and "d: no d/ or d.*" in err and "e: no e/" in err
@@ -228,8 +228,8 @@ def test_video_list_relative_paths_comments_and_outputs(tmp_path, capsys):
 
 
 def test_a_model_that_fails_to_load_is_tried_once_and_ctrl_c_stops_the_batch(tmp_path, capsys, monkeypatch):
-    import fffvdi.methods
-    from fffvdi.batch import Outcome, exit_status
+    import fffvdi.inpaint.methods
+    from fffvdi.inpaint.batch import Outcome, exit_status
     from fffvdi.errors import ModelLoadError
 
     videos, masks = _parents(tmp_path)
@@ -239,7 +239,7 @@ def test_a_model_that_fails_to_load_is_tried_once_and_ctrl_c_stops_the_batch(tmp
         calls.append(cfg.method)
         raise ModelLoadError("could not load the model; pass model.pretrained=DIR")
 
-    monkeypatch.setattr(fffvdi.methods, "build_method", broken)
+    monkeypatch.setattr(fffvdi.inpaint.methods, "build_method", broken)
     args = ["--video", str(videos), "--mask", str(masks), "--method", "telea"]
     assert CLI.main([*args, "--output", str(tmp_path / "o")]) == 3  # every video failed, one load attempt
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
@@ -250,7 +250,7 @@ def test_a_model_that_fails_to_load_is_tried_once_and_ctrl_c_stops_the_batch(tmp
         raise KeyboardInterrupt
 
     interrupted.resumable = False
-    monkeypatch.setattr(fffvdi.methods, "build_method", lambda cfg: interrupted)
+    monkeypatch.setattr(fffvdi.inpaint.methods, "build_method", lambda cfg: interrupted)
     assert CLI.main([*args, "--output", str(tmp_path / "i")]) == 130  # not "video a failed, go on with b"
     assert "interrupted" in capsys.readouterr().err and not (tmp_path / "i" / "b").exists()
     failed = [Outcome("v", "v", "m", "o", "failed")] * 150
@@ -334,7 +334,7 @@ def test_box_on_one_frame_is_tracked_saved_beside_the_result_and_used_as_the_mas
 
 
 def test_an_interrupted_annotated_run_resumes_with_its_tracked_masks(tmp_path, capsys, monkeypatch):
-    import fffvdi.tracking
+    import fffvdi.tracking.inputs
     from fffvdi.io.output import VideoWriter
 
     frames, _ = _object_clip(8)
@@ -357,7 +357,7 @@ def test_an_interrupted_annotated_run_resumes_with_its_tracked_masks(tmp_path, c
     err = _one_error(capsys, CLI.main([*args[:3], "18,18,24,25", *args[4:], "--output", str(tmp_path / "out"),
                                        "--resume"]))
     assert "annotation.box=[18, 18, 24, 24], now [18, 18, 24, 25]" in err  # another annotation is another run
-    monkeypatch.setattr(fffvdi.tracking, "track_masks", lambda *a, **k: pytest.fail("the tracked masks are kept"))
+    monkeypatch.setattr(fffvdi.tracking.inputs, "track_masks", lambda *a, **k: pytest.fail("the tracked masks are kept"))
     assert CLI.main([*args, "--output", str(tmp_path / "out"), "--resume"]) == 0
     assert _pngs(tmp_path / "out" / "masks") == kept
     # the frames of an uninterrupted run on those masks, bit for bit
@@ -367,14 +367,14 @@ def test_an_interrupted_annotated_run_resumes_with_its_tracked_masks(tmp_path, c
 
 
 def test_bad_annotations_fail_in_one_line_before_anything_is_written(tmp_path, capsys, monkeypatch):
-    import fffvdi.methods
-    import fffvdi.tracking
+    import fffvdi.inpaint.methods
+    import fffvdi.tracking.inputs
 
     frames, _ = _object_clip()
     video = _write_pngs(tmp_path / "clip" / "frames", frames)
     videos, masks = _parents(tmp_path)
-    monkeypatch.setattr(fffvdi.methods, "build_method", lambda cfg: pytest.fail("no model before the error"))
-    monkeypatch.setattr(fffvdi.tracking, "track_masks", lambda *a, **k: pytest.fail("no tracking before the error"))
+    monkeypatch.setattr(fffvdi.inpaint.methods, "build_method", lambda cfg: pytest.fail("no model before the error"))
+    monkeypatch.setattr(fffvdi.tracking.inputs, "track_masks", lambda *a, **k: pytest.fail("no tracking before the error"))
     out = tmp_path / "out"
     base = ["--video", str(video), "--method", "telea", "--output", str(out)]
     for extra, needle in (

@@ -39,12 +39,12 @@ def read_pngs(folder: Path) -> np.ndarray:
 @pytest.fixture
 def no_model(monkeypatch):
     """Fails the test if a method (and so a model) is built: errors must come before."""
-    import fffvdi.methods
+    import fffvdi.inpaint.methods
 
     def refuse(cfg):
         raise AssertionError("a method was built before the error")
 
-    monkeypatch.setattr(fffvdi.methods, "build_method", refuse)
+    monkeypatch.setattr(fffvdi.inpaint.methods, "build_method", refuse)
 
 
 def one_line_error(capsys, code: int) -> str:
@@ -94,18 +94,18 @@ def test_bad_config_fails_in_one_line_before_any_work(tmp_path, capsys, no_model
 
 
 def test_config_choices_match_the_code_that_uses_them():
-    from fffvdi.conditioning import CLIP_SOURCES
-    from fffvdi.inference_config import CHOICES
+    from fffvdi.inpaint.checks import CHOICES
+    from fffvdi.inpaint.conditioner import CLIP_SOURCES
+    from fffvdi.inpaint.methods import METHODS
     from fffvdi.io.masks import MASK_MODES, RESIZE_MODES
-    from fffvdi.methods import METHODS
-    from fffvdi.propagation.dna import ARCHS
-    from fffvdi.propagation.pixels import COMBINE
-    from fffvdi.propagation.video import BLEND
+    from fffvdi.models.propagation import PROPAGATION_MODULES
+    from fffvdi.propagate.pixels import COMBINE
+    from fffvdi.propagate.video import BLEND
 
     assert CHOICES["sampling.clip_source"] == CLIP_SOURCES and CHOICES["method"] == ("auto", *METHODS)
     assert CHOICES["mask.resize"] == RESIZE_MODES and CHOICES["mask.mode"] == MASK_MODES
     assert CHOICES["propagate.combine"] == COMBINE and CHOICES["propagate.blend"] == BLEND
-    assert CHOICES["model.propagation.arch"] == ARCHS
+    assert CHOICES["model.propagation.arch"] is PROPAGATION_MODULES
 
 
 @pytest.mark.parametrize("method", ["propagate", "telea", "fffvdi"])
@@ -235,8 +235,8 @@ def test_default_output_is_unique_per_input_and_method(tmp_path, monkeypatch):
 
 def test_missing_checkpoint_warning_is_true_for_every_script(tmp_path, tiny_svd_dir):
     from fffvdi.config import load_config
-    from fffvdi.inference_config import InferenceConfig
-    from fffvdi.methods import build_method
+    from fffvdi.inpaint.config import InferenceConfig
+    from fffvdi.inpaint.methods import build_method
 
     cfg = load_config(InferenceConfig, ROOT / "configs" / "inference_tiny.yaml", [f"model.pretrained={tiny_svd_dir}"])
     with pytest.warns(UserWarning, match=r"no model\.checkpoint given \(--checkpoint for inference\.py\)"):
@@ -249,7 +249,9 @@ def test_model_device_is_checked_up_front_with_the_evaluation_rule():
 
     from fffvdi.config import load_config
     from fffvdi.errors import ConfigError
-    from fffvdi.inference_config import InferenceConfig, check_inference_config, device_problem
+    from fffvdi.config import device_problem
+    from fffvdi.inpaint.checks import check_inference_config
+    from fffvdi.inpaint.config import InferenceConfig
 
     def check(device):
         check_inference_config(load_config(InferenceConfig, None, ["method=fffvdi", f"model.device={device}"]))

@@ -126,14 +126,14 @@ def test_overwrite_replaces_a_partial_folder(tmp_path, clip, monkeypatch):
 
 
 def test_failed_start_leaves_nothing_behind(tmp_path, clip, monkeypatch, capsys):
-    import fffvdi.methods
+    import fffvdi.inpaint.methods
     from fffvdi.errors import ModelLoadError
 
     def broken(cfg):
         raise ModelLoadError("cannot load the model from /nowhere; check model.pretrained")
 
     with monkeypatch.context() as m:
-        m.setattr(fffvdi.methods, "build_method", broken)
+        m.setattr(fffvdi.inpaint.methods, "build_method", broken)
         assert CLI.main([*clip, *TELEA, "--output", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "cannot load the model" in err and "--resume" not in err
@@ -184,7 +184,7 @@ def test_missing_finished_frame_refuses_resume(tmp_path, clip, monkeypatch, caps
 
 
 def test_unwritable_output_is_refused_before_work(tmp_path, clip, monkeypatch, capsys):
-    import fffvdi.io.partial as partial
+    import fffvdi.inpaint.partial as partial
 
     assert CLI.main([*clip, *TELEA, "--output", str(tmp_path / "out")]) == 0
     before = read_pngs(tmp_path / "out" / "frames")
@@ -198,7 +198,7 @@ def test_unwritable_output_is_refused_before_work(tmp_path, clip, monkeypatch, c
 
 def test_failure_while_encoding_resumes_without_recomputing(tmp_path, clip, monkeypatch, capsys):
     import fffvdi.io.output as output
-    import fffvdi.methods
+    import fffvdi.inpaint.methods
 
     def no_space(*args, **kwargs):
         raise OSError(28, "No space left on device", str(tmp_path / "out.partial" / "comparison.mp4"))
@@ -211,7 +211,7 @@ def test_failure_while_encoding_resumes_without_recomputing(tmp_path, clip, monk
     assert "cannot write" in err and "comparison.mp4" in err and "No space left on device" in err
     assert len(read_pngs(tmp_path / "out.partial" / "frames")) == 12
     with monkeypatch.context() as m:
-        m.setattr(fffvdi.methods, "build_method", lambda cfg: pytest.fail("the frames were done: no method needed"))
+        m.setattr(fffvdi.inpaint.methods, "build_method", lambda cfg: pytest.fail("the frames were done: no method needed"))
         assert CLI.main([*clip, *TELEA, "--output", str(tmp_path / "out"), "output.save_frames=false", "--resume"]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "comparison.mp4", "config.yaml", "inpainted.mp4", "masked_input.mp4"]  # save_frames=false: PNGs only meanwhile

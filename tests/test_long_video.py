@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from fffvdi.long_video import crossfade_weights, plan_windows, run_windows
+from fffvdi.inpaint.windows import crossfade_weights, plan_windows, run_windows
 
 
 @pytest.mark.parametrize("total,size,overlap", [(60, 14, 4), (14, 14, 4), (5, 14, 4), (31, 25, 4), (100, 25, 0), (26, 25, 4)])

@@ -1,4 +1,4 @@
-"""LoRA fine-tuning (fffvdi/lora.py): which weights train, small checkpoints, exact resume, merge, overfitting, 8-bit
+"""LoRA fine-tuning (fffvdi/train/lora.py): which weights train, small checkpoints, exact resume, merge, overfitting, 8-bit
 AdamW, config errors. Tiny model on CPU."""
 import re
 import shutil
@@ -40,7 +40,7 @@ def _state(module):
 
 
 def test_lora_trains_only_adapters_and_the_propagation_module(setup, run_l):
-    from fffvdi.lora import check_targets
+    from fffvdi.train.lora import check_targets
     from fffvdi.models.unet import FFFVDIUNet
 
     base, _ = setup
@@ -108,7 +108,7 @@ def _forward(unet, seed=0):
 
 
 def test_merged_equals_unmerged_and_loads_without_peft(setup, run_l, tiny_svd_dir, tmp_path, monkeypatch, capsys):
-    from fffvdi.lora import has_lora, load_lora_folder
+    from fffvdi.train.lora import has_lora, load_lora_folder
     from fffvdi.models.loading import load_svd_components
     from fffvdi.models.unet import FFFVDIUNet
 
@@ -171,7 +171,7 @@ def test_lora_overfits_one_clip_like_full_fine_tuning(overfit):
 
 
 def test_svd_xt_trainable_counts():
-    from fffvdi.lora import count_trainable
+    from fffvdi.train.lora import count_trainable
 
     full, r16 = count_trainable("full"), count_trainable("lora", rank=16)
     assert full["total"] == 1_528_730_378 and full["propagation"] == 4_107_296  # SVD-XT UNet 1.52 B + module
@@ -182,7 +182,7 @@ def test_svd_xt_trainable_counts():
 def test_8bit_adamw_on_a_gpu():
     from omegaconf import OmegaConf
 
-    from fffvdi.training import build_optimizer
+    from fffvdi.train.setup import build_optimizer
 
     if not torch.cuda.is_available():
         pytest.skip("bitsandbytes' 8-bit AdamW needs a CUDA GPU (run in the GPU check)")
@@ -199,7 +199,7 @@ def test_8bit_adamw_on_a_gpu():
 def test_8bit_adamw_on_cpu_is_a_config_error():
     from omegaconf import OmegaConf
 
-    from fffvdi.training import build_optimizer
+    from fffvdi.train.setup import build_optimizer
 
     o = OmegaConf.create(dict(name="adamw8bit", lr=1e-5, betas=[0.9, 0.999], weight_decay=0.0, eps=1e-8))
     with pytest.raises(ConfigError, match="pip install bitsandbytes|CUDA GPU"):
@@ -231,9 +231,9 @@ def test_lora_and_lean_config_errors(setup, tmp_path):
 def test_apply_lora_trains_adapters_and_full_train_only(tiny_svd_dir):
     from omegaconf import OmegaConf
 
-    from fffvdi.lora import apply_lora
+    from fffvdi.train.lora import apply_lora
     from fffvdi.models.unet import FFFVDIUNet
-    from fffvdi.train_config import LoraConfig
+    from fffvdi.train.config import LoraConfig
 
     cfg = OmegaConf.merge(OmegaConf.structured(LoraConfig), {"rank": 2, "alpha": 2})
     unet = FFFVDIUNet.from_pretrained(tiny_svd_dir, subfolder="unet")

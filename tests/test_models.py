@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fffvdi.errors import ModelLoadError
+from fffvdi.errors import ConfigError, ModelLoadError
 from fffvdi.models.loading import check_model_source, load_svd_components, resolve_dtype
 
 REPO = Path(__file__).resolve().parents[1]
@@ -165,3 +165,48 @@ def test_make_tiny_model_script_refuses_to_overwrite(tmp_path):
     (tmp_path / "x.txt").write_text("keep")
     res = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True)
     assert res.returncode == 2 and "--overwrite" in res.stderr and (tmp_path / "x.txt").exists()
+
+
+class _Shift(torch.nn.Module):
+    """A toy propagation module: adds a learned per-channel shift (zero with identity_init) to every frame."""
+
+    def __init__(self, channels: int, hidden=None, identity_init: bool = True) -> None:
+        super().__init__()
+        self.channels, self.identity_init = channels, identity_init
+        self.shift = torch.nn.Parameter(torch.zeros(channels) if identity_init else torch.randn(channels))
+
+    @property
+    def config(self) -> dict:
+        return dict(channels=self.channels, arch="shift", identity_init=self.identity_init)
+
+    def forward(self, feats, masks, flows_fw, flows_bw):
+        return feats + self.shift.view(1, 1, -1, 1, 1)
+
+
+def test_a_registered_propagation_module_is_checked_built_saved_and_reloaded(tmp_path, tiny_svd_dir, monkeypatch):
+    """The registry is the seam: a module added to PROPAGATION_MODULES is a valid model.propagation.arch, is what a plain
+    SVD UNet gets, runs in the UNet's forward, and comes back from a saved folder."""
+    from fffvdi.config import load_config
+    from fffvdi.inpaint.checks import check_inference_config
+    from fffvdi.inpaint.config import InferenceConfig
+    from fffvdi.models.propagation import PROPAGATION_MODULES
+    from fffvdi.models.unet import FFFVDIUNet
+
+    overrides = ["method=fffvdi", "model.device=cpu", "model.propagation.arch=shift"]
+    with pytest.raises(ConfigError, match="model.propagation.arch='shift' is unknown"):
+        check_inference_config(load_config(InferenceConfig, None, overrides))
+    monkeypatch.setitem(PROPAGATION_MODULES, "shift", _Shift)
+    check_inference_config(load_config(InferenceConfig, None, overrides))  # accepted once registered
+    unet = load_svd_components(str(tiny_svd_dir), propagation={"arch": "shift", "hidden": None,
+                                                               "identity_init": False}).unet
+    assert isinstance(unet.propagation, _Shift) and unet.propagation.shift.abs().sum() > 0
+    seen = []
+    unet.propagation.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    b, f, h, w = 1, 3, 4, 4
+    unet(torch.randn(b, f, 8, h, w), torch.tensor([0.5]), torch.randn(b, 1, unet.config.cross_attention_dim),
+         torch.tensor([[7.0, 127.0, 0.02]]), torch.zeros(b, f, 1, h, w), torch.zeros(b, f - 1, 2, h, w),
+         torch.zeros(b, f - 1, 2, h, w))
+    assert len(seen) == 1 and seen[0][:2] == (b, f)  # it ran on the conv_in features of every frame
+    unet.save_pretrained(tmp_path / "unet")
+    back = FFFVDIUNet.from_pretrained(tmp_path / "unet")
+    assert isinstance(back.propagation, _Shift) and torch.equal(back.propagation.shift, unet.propagation.shift)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fffvdi.config import load_config
-from fffvdi.inference_config import InferenceConfig
+from fffvdi.inpaint.config import InferenceConfig
 
 N, H, W, SHIFT = 6, 64, 128, 3  # frames, canvas = input size (no resizing), pan in px/frame (content moves left)
 
@@ -17,7 +17,7 @@ def components(tiny_svd_dir):
 
 
 def make_pipe(components, *overrides):
-    from fffvdi.pipeline import FFFVDIPipeline
+    from fffvdi.inpaint.pipeline import FFFVDIPipeline
 
     cfg = load_config(InferenceConfig, None, [
         "model.dtype=float32", "model.device=cpu", "sampling.num_steps=2", f"window.height={H}", f"window.width={W}",
@@ -50,10 +50,11 @@ def test_conditioning_pixels_show_only_the_noise_augmentation_inside_the_hole(co
     aug = pipe.cfg.sampling.noise_aug_strength
     assert px[hole].std() < 2 * aug and px[hole].abs().mean() < aug  # nothing of the hidden content
     assert (px - video)[~hole].std() < 2 * aug  # the rest is the frame plus the same small noise
+    assert 0.5 * aug < px[hole].std() and 0.5 * aug < (px - video)[~hole].std()  # the augmentation is there
 
 
 def test_unet_sees_latent_masks_and_flows_and_guidance_rises(components, monkeypatch):
-    import fffvdi.pipeline as pipeline_mod
+    import fffvdi.inpaint.pipeline as pipeline_mod
 
     pipe = make_pipe(components)
     unet_calls, scales_seen = [], []
@@ -72,6 +73,9 @@ def test_unet_sees_latent_masks_and_flows_and_guidance_rises(components, monkeyp
         assert m.shape[1:] == (N, 1, H // 8, W // 8) and fw.shape[1:] == bw.shape[1:] == (N - 1, 2, H // 8, W // 8)
         assert m[0, :, 0, 2:6, 5:11].all() and m[0].sum() == N * 4 * 6  # the hole, cell for cell
         assert fw[0, :, 0].median() < -SHIFT / 8 / 2 < 0 < SHIFT / 8 / 2 < bw[0, :, 0].median()
+        ids, sampling = kw["added_time_ids"], pipe.cfg.sampling  # SVD's micro-conditioning, as configured
+        expected = torch.tensor([[sampling.fps, sampling.motion_bucket_id, sampling.noise_aug_strength]])
+        assert torch.allclose(ids, expected.expand(len(ids), 3))
     s = scales_seen[0]
     assert s.shape == (N,) and s[0] == pipe.cfg.sampling.min_guidance_scale and s[-1] == pipe.cfg.sampling.max_guidance_scale
     assert (s[1:] > s[:-1]).all()
@@ -92,9 +96,9 @@ def test_memory_switches_keep_the_output_and_inversion_changes_the_hole(componen
 
 
 def test_training_conditioning_never_sees_hole_pixels(components, monkeypatch):
-    from fffvdi.conditioning import Conditioner
-    from fffvdi.train_config import TrainConfig
-    from fffvdi.training import encode_batch
+    from fffvdi.inpaint.conditioner import Conditioner
+    from fffvdi.train.config import TrainConfig
+    from fffvdi.train.steps import encode_batch
 
     cfg = load_config(TrainConfig, None, ["train.drop_image_embeds=0", "train.drop_cond_latents=0", "train.drop_both=0"])
     t = cfg.train
@@ -110,6 +114,9 @@ def test_training_conditioning_never_sees_hole_pixels(components, monkeypatch):
     (px,) = seen
     hole = (masks > 0).expand_as(px)
     assert px[hole].mean().abs() < 0.05 and (px[~hole] - 0.8).mean().abs() < 0.05  # noise only / frame + noise
+    ids = cond.added_time_ids[0]  # the noise's strength is what the UNet is told, with SVD's fps and motion
+    assert px[hole].std().item() == pytest.approx(ids[2].item(), rel=0.05) and ids[2] > 0
+    assert ids[0] == t.fps and ids[1] == t.motion_bucket_id
     assert cond.masks is not None and cond.masks.shape == (1, N, 1, H // 8, W // 8) and cond.masks.sum() == N * 4 * 6
 
 

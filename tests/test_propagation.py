@@ -5,7 +5,7 @@ import torch
 
 from fffvdi.errors import InputError
 from fffvdi.flow.resize import resize_flows_and_masks
-from fffvdi.noise_fill import fill_first_frame_noise
+from fffvdi.inpaint.first_frame_fill import fill_first_frame_noise
 from synthetic_video import const_flow
 
 
@@ -179,10 +179,10 @@ def _object_over_fixed_hole(f: int = 16, h: int = 96, w: int = 160, radius: int 
                    "completion blends the crossing object's motion with the background's, traces follow it onto the "
                    "object and Telea spreads the wrong pixels; the fix needs motion-layer-aware completion")
 def test_fixed_hole_with_an_object_crossing_its_border_is_no_worse_than_telea():
-    from fffvdi.baselines import telea_frame
+    from fffvdi.propagate.telea import telea_frame
     from fffvdi.flow.completion import build_flow_completer
     from fffvdi.flow.estimators import build_flow_estimator
-    from fffvdi.propagation.video import PropagateOptions, propagate_video
+    from fffvdi.propagate.video import PropagateOptions, propagate_video
 
     frames, masks = _object_over_fixed_hole()
     masked = frames * ~masks[..., None]

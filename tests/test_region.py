@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fffvdi.region import (
+from fffvdi.inpaint.region import (
     MIN_MARGIN, Crop, canvas_scale, choose_region, cropped, cropped_io, mask_box, paste, plan_crop, video_crop,
 )
 
@@ -151,7 +151,7 @@ def test_cropped_window_runs_on_the_crop_and_logs_it(caplog):
         seen.append((f.copy(), m.copy()))
         return np.full_like(f, 3)  # changes the whole crop: only its masked pixels may reach the frame
 
-    with caplog.at_level(logging.DEBUG, logger="fffvdi.region"):
+    with caplog.at_level(logging.DEBUG, logger="fffvdi.inpaint.region"):
         out = cropped(process, "crop", CANVAS, 0.5)(frames, masks, torch.Generator())
     crop = plan_crop(masks, CANVAS, 0.5)
     rows, cols = crop.slices()
@@ -193,9 +193,9 @@ def hd_clip(n=8):
 def run_hd(tiny_svd_dir, region, frames, masks, monkeypatch):
     """The windowed tiny fffvdi method over the clip -> (output, [(frames, masks) each pipeline call received])."""
     from fffvdi.config import load_config
-    from fffvdi.inference_config import InferenceConfig
-    from fffvdi.methods import build_method
-    from fffvdi.pipeline import FFFVDIPipeline
+    from fffvdi.inpaint.config import InferenceConfig
+    from fffvdi.inpaint.methods import build_method
+    from fffvdi.inpaint.pipeline import FFFVDIPipeline
 
     cfg = load_config(InferenceConfig, None, [
         "method=fffvdi", f"model.pretrained={tiny_svd_dir}", "model.dtype=float32", "model.device=cpu", "sampling.num_steps=2",
@@ -217,7 +217,7 @@ def run_hd(tiny_svd_dir, region, frames, masks, monkeypatch):
 
 
 def test_hd_video_is_inpainted_on_window_crops_and_pasted_back(tiny_svd_dir, monkeypatch):
-    from fffvdi.long_video import plan_windows
+    from fffvdi.inpaint.windows import plan_windows
 
     frames, masks = hd_clip()
     out, seen = run_hd(tiny_svd_dir, "crop", frames, masks, monkeypatch)
@@ -252,20 +252,19 @@ def test_region_full_hands_the_pipeline_whole_frames(tiny_svd_dir, monkeypatch):
 
 def test_propagate_crop_region_runs_on_the_union_crop_and_recovers_the_pan(monkeypatch):
     """A logo over a panning scene: the crop holds every revealing neighbour, so the hidden content comes back."""
-    import fffvdi.propagation.video as video_mod
+    import fffvdi.inpaint.methods as methods_mod
     from fffvdi.config import load_config
     from fffvdi.data.motion_scenes import SceneSpec, masked_psnr, render_scene
-    from fffvdi.inference_config import InferenceConfig
-    from fffvdi.methods import build_method
+    from fffvdi.inpaint.config import InferenceConfig
 
     gt, inp, masks = render_scene(SceneSpec("pan_logo", pan=(4.0, 0.5), box_speed=0.0), n_frames=12, size=(120, 256))
     masks = masks.astype(np.uint8)
-    sizes, real = [], video_mod.propagate_video
-    monkeypatch.setattr(video_mod, "propagate_video", lambda rf, *a, **k: sizes.append(rf(0, 1).shape[1:3]) or real(rf, *a, **k))
+    sizes, real = [], methods_mod.propagate_video
+    monkeypatch.setattr(methods_mod, "propagate_video", lambda rf, *a, **k: sizes.append(rf(0, 1).shape[1:3]) or real(rf, *a, **k))
     results = {}
     for region in ("auto", "crop"):
         out = np.zeros_like(inp)
-        run = build_method(load_config(InferenceConfig, None, ["method=propagate", f"window.region={region}"]))
+        run = methods_mod.build_method(load_config(InferenceConfig, None, ["method=propagate", f"window.region={region}"]))
         run(lambda a, b: inp[a:b], lambda a, b: masks[a:b], len(inp), lambda i, fr: out.__setitem__(slice(i, i + len(fr)), fr),
             progress=False)
         hole = masks.astype(bool)

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from fffvdi.propagation.pixels import combine_candidates, propagate_clip
-from fffvdi.propagation.trace import records_from_clip, trace
+from fffvdi.flow.trace import records_from_clip, trace
+from fffvdi.propagate.pixels import combine_candidates, propagate_clip
 from synthetic_video import const_flow, translating_video
 
 
@@ -171,7 +171,7 @@ def test_propagate_clip_passes_combine_and_fb_check_through():
 def test_clip_source_filled_is_frame0_with_its_hole_traced_from_later_frames():
     import torch
 
-    from fffvdi.conditioning import clip_source_image
+    from fffvdi.inpaint.conditioner import clip_source_image
 
     n, h, w, shift = 8, 48, 64, (2.4, 0.7)
     video = translating_video(shift, n, size=(h, w))  # [1, F, 3, H, W]

@@ -1,4 +1,5 @@
 """Training: which weights move, checkpoints and exact resume, output-dir safety, helpers, 2-process launch."""
+import json
 import os
 import shutil
 import subprocess
@@ -8,13 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from fffvdi.diffusion.conditioning import cfg_dropout
 from fffvdi.errors import ConfigError, FFFVDIError, InputError
-from fffvdi.train_config import DEFAULT_TRAINABLE
-from fffvdi.checkpointing import (
-    MARKER, incomplete_checkpoints, list_checkpoints, prune_checkpoints, resolve_resume, staging_dir, write_folder,
+from fffvdi.train.checkpointing import (
+    MARKER, incomplete_checkpoints, list_checkpoints, prepare_run_dir, prune_checkpoints, resolve_resume, staging_dir,
+    write_folder,
 )
-from fffvdi.train_flows import clip_flows, flow_cache_key
-from fffvdi.training import cfg_dropout, prepare_run_dir, select_trainable
+from fffvdi.train.config import DEFAULT_TRAINABLE
+from fffvdi.train.flows import clip_flows, flow_cache_key
+from fffvdi.train.trainable import select_trainable
 
 from conftest import reset_accelerate_state, train_inputs, train_tiny as _run
 
@@ -61,6 +64,43 @@ def test_three_steps_move_exactly_the_trainable_weights(setup, run_a, tiny_svd_d
     assert not unchanged, f"trainable weights did not move: {unchanged[:5]}"
     moved = [k for k in frozen if not torch.equal(before[k], after[k])]
     assert not moved, f"frozen weights moved: {moved[:5]}"
+
+
+def test_metrics_log_the_loss_and_the_mse_inside_and_outside_the_hole(setup, run_a):
+    lines = [json.loads(line) for line in (setup[0] / "a" / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2, 3]
+    for line, step in zip(lines, (1, 2, 3)):
+        assert line["loss"] == pytest.approx(run_a.losses[step], rel=1e-6)
+        assert 0 < line["mse_hole"] < 1e3 and 0 < line["mse_known"] < 1e3 and line["mse_hole"] != line["mse_known"]
+
+
+def test_step_log_means_over_micro_steps_and_logged_steps(tmp_path):
+    """Two micro-steps make an optimizer step (their mean); a report averages the steps since the last one."""
+    from omegaconf import OmegaConf
+
+    from fffvdi.train.logs import StepLog
+
+    class OneProcess:
+        device, is_main_process = torch.device("cpu"), True
+
+        def reduce(self, x, reduction):
+            return x
+
+        def log(self, logs, step):
+            pass
+
+    cfg = OmegaConf.create({"checkpoint": {"output_dir": str(tmp_path)}, "logging": {"every_steps": 2},
+                            "train": {"gradient_accumulation_steps": 2, "max_steps": 3}})
+    log = StepLog(OneProcess(), cfg)
+    micro = [(1.0, 4.0, 1.0), (3.0, 8.0, 3.0), (2.0, 2.0, 0.0), (2.0, 4.0, 2.0), (5.0, 1.0, 1.0), (7.0, 3.0, 5.0)]
+    losses = []
+    for i, (loss, hole, known) in enumerate(micro):
+        log.micro_step(loss, {"mse_hole": hole, "mse_known": known})
+        if i % 2:
+            losses.append(log.optimizer_step(i // 2 + 1, 1e-4, None))
+    assert losses == [2.0, 2.0, 6.0]
+    lines = [json.loads(line) for line in (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert [(d["step"], d["loss"], d["mse_hole"], d["mse_known"]) for d in lines] == [(2, 2.0, 4.5, 1.5), (3, 6.0, 2.0, 3.0)]
 
 
 def test_run_folder_checkpoint_validation_and_final_unet(setup, run_a, tiny_svd_dir):
@@ -157,11 +197,11 @@ def test_bad_config_values_fail_before_training(setup):
 
 
 def test_bad_paths_and_ranges_fail_before_anything_is_written(setup, tmp_path, monkeypatch):
-    import fffvdi.models.loading as loading
+    import fffvdi.train.setup as train_setup
 
     base, overrides = setup
     out = tmp_path / "never"
-    monkeypatch.setattr(loading, "load_svd_components", lambda *a, **k: pytest.fail("model loaded before the checks"))
+    monkeypatch.setattr(train_setup, "load_svd_components", lambda *a, **k: pytest.fail("model loaded before the checks"))
     cases = [("data.root=/nonexistent/ytvos", r"data.root='/nonexistent/ytvos': not found.*\(set on the command line\)"),
              ("checkpoint.total_limit=0", "total_limit"), ("train.vae_chunk_size=0", "vae_chunk_size"),
              ("optim.lr_scheduler=cosinee", "lr_scheduler"), ("validation.mask=/nope", "validation.video and"),
@@ -194,7 +234,7 @@ def test_a_damaged_checkpoint_is_named_not_a_traceback(setup, run_a, tmp_path):
 def test_8bit_adam_without_bitsandbytes_is_a_config_error():
     from omegaconf import OmegaConf
 
-    from fffvdi.training import build_optimizer
+    from fffvdi.train.setup import build_optimizer
 
     try:
         import bitsandbytes  # noqa: F401

@@ -1,4 +1,5 @@
 """Conditioning cache (data.cache_dir), frame windows (train.frames_per_step) and offloading: tiny model on CPU."""
+import math
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,8 @@ def setup(tmp_path_factory, tiny_svd_dir):
 
 def _spy(monkeypatch):
     """Count clip encodings and record the frame count of every training target."""
-    import fffvdi.train_cache as tc
-    from fffvdi.edm import EDMDenoiser
+    import fffvdi.train.steps as tc
+    from fffvdi.diffusion.edm import EDMDenoiser
 
     seen = {"encodes": 0, "frames": []}
     encode, loss = tc.encode_clip, EDMDenoiser.loss
@@ -60,7 +61,7 @@ def test_cache_gives_the_losses_of_on_the_fly_encoding(setup, monkeypatch):
 
 
 def test_cache_key_follows_the_augmentation_draw_and_settings(tmp_path):
-    from fffvdi.train_cache import ConditioningCache
+    from fffvdi.train.cache import ConditioningCache
 
     g = torch.Generator().manual_seed(0)
     frames = torch.rand(4, 3, 16, 16, generator=g) * 2 - 1
@@ -83,7 +84,7 @@ def test_cache_key_follows_the_augmentation_draw_and_settings(tmp_path):
 
 
 def test_window_start_covers_every_start_and_draws_nothing_without_a_window():
-    from fffvdi.train_cache import window_start
+    from fffvdi.train.steps import window_start
 
     g = torch.Generator().manual_seed(0)
     starts = {window_start(6, 4, g) for _ in range(200)}
@@ -94,7 +95,7 @@ def test_window_start_covers_every_start_and_draws_nothing_without_a_window():
 
 
 def test_pixel_space_run_with_a_frame_window(setup, monkeypatch):
-    import fffvdi.training as training
+    import fffvdi.train.steps as training
 
     base, overrides = setup
     seen = _spy(monkeypatch)
@@ -118,7 +119,7 @@ def test_pixel_space_run_with_a_frame_window(setup, monkeypatch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="offloading moves modules between a GPU and the CPU")
 def test_offloader_returns_modules_to_the_cpu():
-    from fffvdi.train_cache import offloader
+    from fffvdi.inpaint.conditioner import offloader
 
     layer = torch.nn.Linear(4, 4)
     with offloader(torch.device("cuda"))(layer) as m:
@@ -129,8 +130,8 @@ def test_offloader_returns_modules_to_the_cpu():
 def test_draw_conditioning_takes_the_window_of_every_field():
     from omegaconf import OmegaConf
 
-    from fffvdi.train_cache import draw_conditioning
-    from fffvdi.train_config import TrainLoopConfig
+    from fffvdi.train.config import TrainLoopConfig
+    from fffvdi.train.steps import draw_conditioning
 
     t = OmegaConf.merge(OmegaConf.structured(TrainLoopConfig), dict(drop_image_embeds=0, drop_cond_latents=0,
                                                                    drop_both=0, cond_aug_mean=-30.0, cond_aug_std=0))
@@ -152,13 +153,17 @@ def test_draw_conditioning_takes_the_window_of_every_field():
     t.cond_latents = "sample"  # a posterior draw: std 1 moves the latents
     _, drawn = draw_conditioning(enc, t, 0.5, 2, 4, torch.Generator().manual_seed(0))
     assert (drawn.latents - cond.latents).abs().mean() > 0.5
+    t.cond_latents, t.cond_aug_mean = "mode", math.log(0.5)  # sigma_c = 0.5 exactly (std 0)
+    _, noisy = draw_conditioning(enc, t, 0.5, 2, 4, torch.Generator().manual_seed(0))
+    assert (noisy.latents - cond.latents).std().item() == pytest.approx(0.5, rel=0.15)  # the augmentation noise ...
+    assert torch.allclose(noisy.added_time_ids, torch.tensor([t.fps, t.motion_bucket_id, 0.5]).expand(b, 3))  # ... told
 
 
 def test_the_24gb_config_trains_on_cpu_with_the_tiny_model(setup):
     """configs/train_24gb.yaml as written, scaled to the tiny model; only the CUDA-only optimizer is swapped."""
     base, _ = setup
     from fffvdi.config import load_config
-    from fffvdi.train_config import TrainConfig
+    from fffvdi.train.config import TrainConfig
 
     cfg = load_config(TrainConfig, str(ROOT / "configs/train_24gb.yaml"), [])
     assert cfg.lora.enabled and cfg.optim.name == "adamw8bit" and cfg.train.gradient_checkpointing
@@ -189,8 +194,7 @@ def test_start_epoch_reaches_the_dataset_of_a_sharded_loader():
     clip draws (and data.epoch_cycle would not apply); start_epoch sets both."""
     from accelerate.data_loader import prepare_data_loader
 
-    from fffvdi.train_cache import EpochCycle
-    from fffvdi.train_run import start_epoch
+    from fffvdi.train.data import EpochCycle, start_epoch
 
     class Clips(torch.utils.data.Dataset):
         epoch = None
@@ -219,11 +223,10 @@ def test_latent_encoding_matches_pixel_encoding_of_the_window(tiny_svd_dir):
     out of the conditioning latents, CLIP sees the window's first frame, forward flows stay forward."""
     from omegaconf import OmegaConf
 
-    from fffvdi.conditioning import Conditioner
+    from fffvdi.inpaint.conditioner import Conditioner
     from fffvdi.models.loading import load_svd_components
-    from fffvdi.train_cache import draw_conditioning, encode_clip
-    from fffvdi.train_config import TrainConfig
-    from fffvdi.training import encode_batch
+    from fffvdi.train.config import TrainConfig
+    from fffvdi.train.steps import draw_conditioning, encode_batch, encode_clip
 
     cfg = OmegaConf.structured(TrainConfig)
     t = OmegaConf.merge(cfg.train, dict(drop_image_embeds=0, drop_cond_latents=0, drop_both=0, cond_aug_mean=-30.0,

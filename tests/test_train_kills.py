@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from conftest import train_inputs
-from fffvdi.checkpointing import CRASH_ENV, MARKER, checkpoint_step, list_checkpoints, resolve_resume
+from fffvdi.train.checkpointing import CRASH_ENV, MARKER, checkpoint_step, list_checkpoints, resolve_resume
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_STEPS = 10

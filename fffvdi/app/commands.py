@@ -12,9 +12,10 @@ import numpy as np
 
 from fffvdi.app.jobs import Step
 from fffvdi.errors import InputError
+from fffvdi.inpaint.methods import METHODS as INFERENCE_METHODS
 from fffvdi.tracking.annotation import box_mask
 
-METHODS = ("propagate", "telea", "fffvdi")
+METHODS = tuple(sorted(INFERENCE_METHODS, key=lambda m: m == "fffvdi"))  # the weight-free ones first
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 INFERENCE_SCRIPT, MAKE_MASKS_SCRIPT = SCRIPTS / "inference.py", SCRIPTS / "make_masks.py"
 

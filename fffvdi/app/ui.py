@@ -14,6 +14,7 @@ from fffvdi.app.commands import (
 from fffvdi.app.jobs import DONE, FINISHED, JobQueue
 from fffvdi.app.session import UPLOAD_EXTS, Session, SessionStore
 from fffvdi.errors import FFFVDIError, InputError
+from fffvdi.io import write_video
 from fffvdi.tracking.save import PREVIEW_NAME
 
 POLL_S = 0.5  # how often a running job's progress is refreshed in the page
@@ -70,8 +71,6 @@ def build_ui(store: SessionStore, jobs: JobQueue):
 
     def store_preview(s: Session) -> str:
         """An mp4 of the uploaded frames for the input player."""
-        from fffvdi.io import write_video
-
         return str(write_video(s.new_path("input", ".mp4"), (s.frame(i) for i in range(s.num_frames)), s.fps))
 
     def on_frame(index, x, y, w, h, request: gr.Request):

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from fffvdi.data.masks import moving_rectangles
 from fffvdi.errors import InputError
 
 # DAVIS / YouTube-VOS palette for ids 0 (background) and 1 (first object); the rest stays black.
@@ -80,8 +81,6 @@ def rectangle_masks(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Test masks uint8 `[F, H, W]` in {0, 1}: one rectangle per frame (a training-mask rectangle of constant size
     and speed), moving and bouncing at the borders, or stationary; and its description."""
-    from fffvdi.data.masks import moving_rectangles
-
     speed = (1.0, 3.0) if moving else (0.0, 0.0)
     masks = moving_rectangles(num_frames, height, width, rng, side_range=(0.15, 0.3), size_jitter=0.0,
                               speed_range=speed, accel_std=0.0)[:, 0]

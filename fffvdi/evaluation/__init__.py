@@ -2,8 +2,9 @@
 from fffvdi.evaluation.dataset import (
     DEFAULT_DILATE, DEFAULT_SIZE, EvalVideo, list_videos, load_eval_video, parse_size, read_result_frames,
 )
-from fffvdi.evaluation.harness import EVAL_METHODS, EvalOutcome, EvalSettings, build_eval_method, run_evaluation, run_method
+from fffvdi.evaluation.harness import EvalOutcome, build_eval_method, run_evaluation, run_method
 from fffvdi.evaluation.scoring import Scorer, aggregate, score_video, video_summary
+from fffvdi.evaluation.settings import EVAL_METHODS, EvalSettings
 
 __all__ = [
     "DEFAULT_DILATE",

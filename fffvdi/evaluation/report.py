@@ -12,6 +12,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy
+import scipy
+import skimage
+import torch
+import torchvision
+
 from fffvdi.evaluation.scoring import EWARP_SCALE, video_summary
 
 VIDEO_COLUMNS = ("video", "frames", "psnr", "ssim", "masked_psnr", "mask_ratio", "ewarp_x1e-3", "ewarp_gt_x1e-3",
@@ -62,12 +69,6 @@ def git_commit(repo: Path | None = None) -> str | None:
 
 def environment() -> dict[str, Any]:
     """Python, platform and library versions, and the accelerator if any."""
-    import cv2
-    import numpy
-    import scipy
-    import skimage
-    import torch
-
     env: dict[str, Any] = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -81,8 +82,6 @@ def environment() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
     }
     try:
-        import torchvision
-
         env["torchvision"] = torchvision.__version__
     except ImportError:
         pass

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from fffvdi.errors import InputError
-from fffvdi.files import first_difference, write_atomic
 from fffvdi.evaluation.scoring import Scorer
+from fffvdi.files import first_difference, write_atomic
 
 
 def check_output(out: Path, fingerprint: dict[str, Any], overwrite: bool) -> None:

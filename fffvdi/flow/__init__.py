@@ -1,0 +1,2 @@
+"""Optical flow: estimators (`estimators`: DIS, RAFT), completion inside holes (`completion`, `membrane`), warping and
+the forward-backward check (`warp`), resizing to the latent grid (`resize`), tracing points along flows (`trace`)."""

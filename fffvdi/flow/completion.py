@@ -4,13 +4,15 @@ Which pixels are holes: a flow is a field on the pixel grid of its *source* fram
 `flows_fw[:, t]` (t -> t+1) is unreliable where frame t is masked and `flows_bw[:, t]`
 (t+1 -> t) where frame t+1 is masked (ProPainter uses the same split). We do not union with
 the other frame's mask: that mask lives in the other frame's geometry, and tracing
-(fffvdi/propagation/trace.py) never lands a point inside a hole anyway. We dilate the hole
+(fffvdi/flow/trace.py) never lands a point inside a hole anyway. We dilate the hole
 by `dilation` pixels (default 8) because estimators smear the object's motion across its
 boundary: RAFT predicts at 1/8 resolution, DIS (medium) matches 12-pixel patches.
 """
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -18,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from fffvdi.errors import ConfigError, InputError
+from fffvdi.errors import ConfigError, InputError, one_of
 from fffvdi.flow.membrane import STEPS, solve_in_hole
 
 
@@ -228,15 +230,18 @@ class EdgeAwareCompleter(FlowCompleter):
         return out
 
 
+# flow.completion -> completer class (keyword arguments go to its constructor)
+FLOW_COMPLETERS: dict[str, Callable[..., FlowCompleter]] = {
+    "smooth": SmoothCompleter,  # default, torch
+    "edge_aware": EdgeAwareCompleter,  # guided, scipy
+    "cv2_inpaint": CV2InpaintCompleter,  # OpenCV Navier-Stokes
+    "telea": functools.partial(CV2InpaintCompleter, method="telea"),
+}
+
+
 def build_flow_completer(name: str = "smooth", **kwargs) -> FlowCompleter:
-    """Factory: 'smooth' (default, torch) | 'edge_aware' (guided, scipy) | 'cv2_inpaint' (NS) | 'telea'."""
+    """Factory over `FLOW_COMPLETERS`: 'smooth' (default) | 'edge_aware' | 'cv2_inpaint' | 'telea'."""
     key = name.lower()
-    if key == "smooth":
-        return SmoothCompleter(**kwargs)
-    if key == "edge_aware":
-        return EdgeAwareCompleter(**kwargs)
-    if key == "cv2_inpaint":
-        return CV2InpaintCompleter(**kwargs)
-    if key == "telea":
-        return CV2InpaintCompleter(method="telea", **kwargs)
-    raise ConfigError(f"flow.completion={name!r} is unknown; use 'smooth', 'edge_aware', 'cv2_inpaint' or 'telea'")
+    if key not in FLOW_COMPLETERS:
+        raise ConfigError(f"flow.completion={name!r} is unknown; use {one_of(FLOW_COMPLETERS)}")
+    return FLOW_COMPLETERS[key](**kwargs)

@@ -7,17 +7,19 @@ with the conventions of `fffvdi.flow.warp` (channel 0 = x; `flows_fw[:, t]` maps
 """
 from __future__ import annotations
 
+import functools
 import os
 from abc import ABC, abstractmethod
-from typing import Optional
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from torchvision.models import optical_flow as of
 
-from fffvdi.errors import ConfigError, InputError, ModelLoadError
+from fffvdi.errors import ConfigError, InputError, ModelLoadError, one_of
 
 
 def _check_frames(frames: torch.Tensor) -> None:
@@ -81,8 +83,6 @@ class RAFTFlow(FlowEstimator):
         random_init: bool = False,
         pair_batch: int = 8,
     ) -> None:
-        from torchvision.models import optical_flow as of
-
         if variant not in ("large", "small"):
             raise ConfigError(f"RAFT variant {variant!r} is unknown; use flow.method=raft_large or raft_small")
         builder = of.raft_large if variant == "large" else of.raft_small
@@ -145,11 +145,18 @@ class RAFTFlow(FlowEstimator):
         return split(fw), split(bw)
 
 
+# flow.method -> estimator class (keyword arguments go to its constructor)
+FLOW_ESTIMATORS: dict[str, Callable[..., FlowEstimator]] = {
+    "dis": DISFlow,
+    "raft_large": functools.partial(RAFTFlow, variant="large"),
+    "raft_small": functools.partial(RAFTFlow, variant="small"),
+}
+
+
 def build_flow_estimator(name: str, **kwargs) -> FlowEstimator:
-    """Factory: 'dis' | 'raft_large' | 'raft_small'; kwargs go to the estimator."""
+    """Factory over `FLOW_ESTIMATORS` ('dis' | 'raft_large' | 'raft_small'); kwargs go to the estimator."""
     key = name.lower()
-    if key == "dis":
-        return DISFlow(**kwargs)
-    if key in ("raft_large", "raft_small"):
-        return RAFTFlow(variant=key.split("_")[1], **kwargs)
-    raise ConfigError(f"flow.method={name!r} is unknown; use 'dis', 'raft_large' or 'raft_small'")
+    if key not in FLOW_ESTIMATORS:
+        raise ConfigError(f"flow.method={name!r} is unknown; use {one_of(FLOW_ESTIMATORS)}")
+    return FLOW_ESTIMATORS[key](**kwargs)
+

@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.linalg import splu
 
 STEPS = ((-1, 0), (1, 0), (0, -1), (0, 1))  # (dy, dx) of the 4-neighbours: the first axis of weights/guide
 
@@ -18,9 +20,6 @@ def solve_in_hole(
     values: np.ndarray, hole: np.ndarray, weights: Optional[np.ndarray] = None, guide: Optional[np.ndarray] = None
 ) -> np.ndarray:
     """`values [h, w, C]` with `hole [h, w]` re-solved; `weights [4, h, w]` (default 1), `guide [4, h, w, C]` (default 0)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.linalg import splu
-
     h, w = hole.shape
     ys, xs = np.nonzero(hole)
     n = len(ys)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from fffvdi.errors import InputError
 
@@ -23,8 +24,6 @@ def read_image(path: Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
 
 def image_size(path: Path) -> tuple[int, int]:
     """(H, W) of an image from its header alone (no decoding), as cv2.imread would return it."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as img:
             w, h = img.size

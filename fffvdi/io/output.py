@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import cv2
+import imageio_ffmpeg
 import numpy as np
 
 from fffvdi.errors import InputError
+from fffvdi.io.video import read_image
 
 DEFAULT_CRF = 17  # libx264 constant rate factor: visually lossless, files still small
 # Frames-folder names that say nothing about the video: the default output takes the parent's name instead.
@@ -60,8 +62,6 @@ class _Mp4Encoder:
     """H.264/yuv420p encoder fed one RGB frame at a time; odd sizes are padded to even (edge copy)."""
 
     def __init__(self, path: Path, size: tuple[int, int], fps: float, crf: int = DEFAULT_CRF):
-        import imageio_ffmpeg
-
         h, w = size
         self.size = size
         self.pad = (h % 2, w % 2)  # yuv420p subsamples chroma 2x2, so libx264 needs even sides
@@ -222,8 +222,6 @@ def encode_outputs(
 ) -> None:
     """Write inpainted.mp4 / masked_input.mp4 / comparison.mp4 from `out_dir/frames` PNGs and the input
     (`read_frames(start, stop)`, `read_masks(start, stop)`), `chunk` frames at a time (bounded memory)."""
-    from fffvdi.io.video import read_image
-
     targets = {"inpainted.mp4": inpainted, "masked_input.mp4": masked_input, "comparison.mp4": comparison}
     encoders: dict[str, _Mp4Encoder] = {}
     need_input = masked_input or comparison

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import cv2
+import imageio_ffmpeg
 import numpy as np
 
 from fffvdi.errors import InputError
@@ -54,8 +55,6 @@ def _video_meta(path: Path) -> tuple[int, float, tuple[int, int]]:
 
     Warns (naming the file) when the header's duration promises more frames than decode: a truncated file.
     """
-    import imageio_ffmpeg
-
     try:
         gen = imageio_ffmpeg.read_frames(str(path))
         meta = next(gen)
@@ -88,8 +87,6 @@ class _SequentialDecoder:
         self.pos = 0  # index of the next frame the generator yields
 
     def _restart(self) -> None:
-        import imageio_ffmpeg
-
         self.close()
         self._gen = imageio_ffmpeg.read_frames(str(self.path), pix_fmt="rgb24")
         next(self._gen)  # meta dict

@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import torchvision.models as tvm
 from einops import rearrange
 
 from fffvdi.errors import InputError, ModelLoadError
@@ -22,8 +23,6 @@ _TRUNK_WEIGHTS = {"alex": "AlexNet_Weights", "vgg": "VGG16_Weights", "squeeze": 
 
 def _trunk_checkpoint(net: str) -> Path:
     """Where torchvision caches the ImageNet trunk that `lpips.LPIPS(net=net)` needs."""
-    import torchvision.models as tvm
-
     url = getattr(tvm, _TRUNK_WEIGHTS[net]).IMAGENET1K_V1.url
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
 

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from huggingface_hub import constants, try_to_load_from_cache
 
 from fffvdi.errors import ModelLoadError
+from fffvdi.models.hub import PROBE_TIMEOUT_S, env_offline, hub_reachable, is_local
+from fffvdi.models.unet import FFFVDIUNet
 
 logger = logging.getLogger(__name__)
 
@@ -17,8 +19,6 @@ SUBFOLDERS = ("unet", "vae", "image_encoder", "feature_extractor", "scheduler")
 # the first file from_pretrained reads in each subfolder: its presence in the cache means a cached copy
 _CONFIG_FILES = {"unet": "config.json", "vae": "config.json", "image_encoder": "config.json",
                  "feature_extractor": "preprocessor_config.json", "scheduler": "scheduler_config.json"}
-_TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub's spelling of a true environment flag
-PROBE_TIMEOUT_S = 3.0  # connectivity probe before a hub download; a reachable hub answers far sooner
 
 
 @dataclass
@@ -29,7 +29,7 @@ class SVDComponents:
     vae: Any  # diffusers AutoencoderKLTemporalDecoder
     image_encoder: Any  # transformers CLIPVisionModelWithProjection
     feature_extractor: Any  # transformers CLIPImageProcessor
-    scheduler: Any  # diffusers EulerDiscreteScheduler (kept for its config; sampling uses fffvdi.sampling)
+    scheduler: Any  # diffusers EulerDiscreteScheduler (kept for its config; sampling uses fffvdi.diffusion.samplers)
 
     @property
     def vae_scale_factor(self) -> int:
@@ -52,11 +52,6 @@ def resolve_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
     return dtype
 
 
-def _is_local(source: str) -> bool:
-    """Hub ids look like 'org/name'; anything else (or an existing folder) is a local path."""
-    return os.path.isdir(source) or source.startswith(("/", ".", "~")) or source.count("/") != 1
-
-
 def _check_local_layout(folder: Path) -> None:
     """Fail early, naming the missing part, when a local folder is not in diffusers' SVD layout."""
     if not folder.is_dir():
@@ -67,24 +62,6 @@ def _check_local_layout(folder: Path) -> None:
             f"{folder} is not an SVD folder in diffusers layout (missing {', '.join(missing)}/); "
             "save one with StableVideoDiffusionPipeline.save_pretrained or scripts/make_tiny_model.py"
         )
-
-
-def _env_offline() -> bool:
-    """HF_HUB_OFFLINE as huggingface_hub reads it (at its import, or now: a test or caller may set it later)."""
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in _TRUE
-
-
-def _hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """One HEAD request to the hub endpoint (HF_ENDPOINT, proxies honoured) answered below 500 within `timeout`."""
-    from huggingface_hub import constants
-    from huggingface_hub.utils import get_session
-
-    try:
-        return get_session().head(constants.ENDPOINT, timeout=timeout).status_code < 500
-    except Exception:  # noqa: BLE001 - DNS, refused, timeout, proxy: the transport's own types vary by version
-        return False
 
 
 def _hub_error(source: str, subfolder: str, reason: str) -> str:
@@ -103,11 +80,9 @@ def _hub_cache_only(source: str, subfolders: tuple[str, ...]) -> str:
     Without this check, from_pretrained on a machine without network retries every file for ~30 s,
     printing a line per retry, before failing.
     """
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    if _env_offline():
+    if env_offline():
         reason = "HF_HUB_OFFLINE is set"
-    elif _hub_reachable():
+    elif hub_reachable():
         return ""
     else:
         reason = f"{constants.ENDPOINT} unreachable within {PROBE_TIMEOUT_S:g} s"
@@ -121,7 +96,7 @@ def _hub_cache_only(source: str, subfolders: tuple[str, ...]) -> str:
 def _preflight(pretrained: str, checkpoint: Optional[str]) -> str:
     """Check the model sources without loading anything; returns `_hub_cache_only`'s reason ('' for local or online)."""
     reason = ""
-    if _is_local(pretrained):
+    if is_local(pretrained):
         _check_local_layout(Path(pretrained).expanduser())
     else:
         reason = _hub_cache_only(pretrained, tuple(s for s in SUBFOLDERS if s != "unet" or checkpoint is None))
@@ -164,18 +139,16 @@ def load_svd_components(
 ) -> SVDComponents:
     """Load SVD from a hub id or local folder; the UNet comes from `checkpoint` when given.
 
-    `propagation` (DeformableNoiseAlignment arguments: arch, hidden, identity_init) shapes the module
+    `propagation` (`build_propagation` arguments: arch, hidden, identity_init) shapes the module
     created when the UNet folder has none; a saved module is always rebuilt from its own config.
     """
-    local = _is_local(pretrained)
+    local = is_local(pretrained)
     if local:
         pretrained = str(Path(pretrained).expanduser())
     reason = _preflight(pretrained, checkpoint)  # before the heavy imports below: bad sources fail in about a second
 
     from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
-
-    from fffvdi.models.unet import FFFVDIUNet
 
     device = torch.device(device)
     weights = dict(torch_dtype=dtype, variant=variant)

@@ -15,9 +15,12 @@ from pathlib import Path
 
 import torch
 from einops import rearrange
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+from safetensors.torch import load_file, save_file
 
 from fffvdi.errors import InputError, ModelLoadError
-from fffvdi.propagation.dna import DeformableNoiseAlignment
+from fffvdi.models.propagation import build_propagation
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +54,14 @@ def checkpoint_temporal_blocks(unet: torch.nn.Module, enabled: bool) -> int:
 
 
 class FFFVDIUNet(torch.nn.Module):
-    """`UNetSpatioTemporalConditionModel` + `DeformableNoiseAlignment` after conv_in."""
+    """`UNetSpatioTemporalConditionModel` + a propagation module (`fffvdi.models.propagation`) after conv_in."""
 
-    def __init__(self, unet: torch.nn.Module, propagation: DeformableNoiseAlignment | None = None) -> None:
+    def __init__(self, unet: torch.nn.Module, propagation: torch.nn.Module | None = None) -> None:
         super().__init__()
         self.unet = unet
         channels = unet.conv_in.out_channels
         if propagation is None:
-            propagation = DeformableNoiseAlignment(channels=channels).to(device=unet.device, dtype=unet.dtype)
+            propagation = build_propagation(channels).to(device=unet.device, dtype=unet.dtype)
         if propagation.config["channels"] != channels:
             raise InputError(f"propagation channels={propagation.config['channels']} must equal the UNet's "
                              f"conv_in out_channels={channels}")
@@ -160,8 +163,6 @@ class FFFVDIUNet(torch.nn.Module):
     # --- saving / loading ------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
         """Write the diffusers UNet folder plus `propagation.safetensors` and `propagation_config.json`."""
-        from safetensors.torch import save_file
-
         save_directory = Path(save_directory)
         self.unet.save_pretrained(save_directory, **kwargs)
         state = {k: v.detach().contiguous().cpu() for k, v in self.propagation.state_dict().items()}
@@ -187,7 +188,7 @@ class FFFVDIUNet(torch.nn.Module):
                                  f"diffusers UNet folder, an SVD root with subfolder='unet', or a cached hub id") from e
         files = _find_propagation_files(path, subfolder, kwargs)
         if files is None:
-            fresh = DeformableNoiseAlignment(channels=unet.conv_in.out_channels, **(propagation or {}))
+            fresh = build_propagation(unet.conv_in.out_channels, **(propagation or {}))
             init = "identity-initialised" if fresh.config["identity_init"] else "randomly initialised"
             logger.warning("No %s next to the UNet weights in %s: using a fresh %s propagation module (arch %s)",
                            PROPAGATION_WEIGHTS, path, init, fresh.config["arch"])
@@ -201,9 +202,6 @@ def _find_propagation_files(path, subfolder: str | None, kwargs: dict) -> tuple[
     if Path(path).is_dir():
         pair = (local / PROPAGATION_WEIGHTS, local / PROPAGATION_CONFIG)
         return pair if all(p.is_file() for p in pair) else None
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
-
     hub_kwargs = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only") if k in kwargs}
     try:
         return tuple(
@@ -214,12 +212,10 @@ def _find_propagation_files(path, subfolder: str | None, kwargs: dict) -> tuple[
         return None  # a plain SVD repo has no propagation files
 
 
-def _load_propagation(weights: Path, config: Path, unet: torch.nn.Module) -> DeformableNoiseAlignment:
+def _load_propagation(weights: Path, config: Path, unet: torch.nn.Module) -> torch.nn.Module:
     """Build the propagation module from its config and load its weights strictly."""
-    from safetensors.torch import load_file
-
     try:
-        module = DeformableNoiseAlignment(**json.loads(config.read_text()))
+        module = build_propagation(**json.loads(config.read_text()))
         module.load_state_dict(load_file(str(weights)), strict=True)
     except (OSError, ValueError, TypeError, RuntimeError) as e:
         raise ModelLoadError(f"cannot load the propagation module from {weights.parent}: {str(e).splitlines()[0]}; "

@@ -5,7 +5,7 @@ frame toward the annotated frame K, the flow sampled bilinearly at their current
 (`cv2.remap`) and composed, never resampling a mask: chained mask warps blur and drift, a traced
 position only carries the flow's own error. At K each trajectory reads the annotation once.
 A trajectory is rejected (its pixel does not count as object) when the reverse flow at a step's
-landing disagrees (forward-backward check, the tolerance of `fffvdi.propagation.trace`) or when
+landing disagrees (forward-backward check, the tolerance of `fffvdi.flow.trace`) or when
 its landing on K shows other colours than its start. Where tracing loses much of the object
 (textureless inside, or too fast for the flow), the previous frame's object, moved by its median
 flow or a template search, completes it. The result is cleaned (closing, specks, holes),
@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from fffvdi.propagation.trace import FB_ALPHA, FB_BETA
+from fffvdi.flow.trace import FB_ALPHA, FB_BETA
 from fffvdi.tracking.annotation import is_box
 from fffvdi.tracking.refine import box_slices, clean, dilate, object_in_box, object_radius, refit
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from huggingface_hub import try_to_load_from_cache
 from tqdm.auto import tqdm
 
 from fffvdi.errors import InputError
-from fffvdi.models.loading import PROBE_TIMEOUT_S, _env_offline, _hub_reachable
+from fffvdi.models.hub import PROBE_TIMEOUT_S, env_offline, hub_reachable, is_local
 from fffvdi.tracking.annotation import is_box, mask_box
 from fffvdi.tracking.flow_tracker import cover
 
@@ -31,7 +32,7 @@ def _fix(source: str) -> str:
 def check_sam2_source(source: str) -> tuple[str, bool]:
     """`(source, local_only)` for from_pretrained, or InputError in about a second when the model cannot load."""
     path = Path(source).expanduser()
-    if path.is_dir() or source.startswith(("/", ".", "~")) or source.count("/") != 1:
+    if is_local(source):
         missing = [f for f in FILES if not (path / f).is_file()]
         if not any((path / f).is_file() for f in PROCESSOR_FILES):
             missing.append(PROCESSOR_FILES[0])
@@ -42,14 +43,12 @@ def check_sam2_source(source: str) -> tuple[str, bool]:
             raise InputError(f"{path} is not a SAM 2 folder (missing {', '.join(missing)}); pass a folder saved by "
                              f"Sam2VideoModel/Sam2VideoProcessor.save_pretrained or {_fix('facebook/sam2.1-hiera-tiny')}")
         return str(path), True
-    if _env_offline():
+    if env_offline():
         reason = "HF_HUB_OFFLINE is set"
-    elif _hub_reachable():
+    elif hub_reachable():
         return source, False
     else:
         reason = f"the hub is unreachable within {PROBE_TIMEOUT_S:g} s"
-    from huggingface_hub import try_to_load_from_cache
-
     if not all(isinstance(try_to_load_from_cache(source, f), str) for f in FILES):
         raise InputError(f"SAM 2 model '{source}' is not available: {reason} and it is not in the local cache; {_fix(source)}")
     return source, True

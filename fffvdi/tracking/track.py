@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from fffvdi.errors import InputError
+from fffvdi.tracking.flow_tracker import track_flow
+from fffvdi.tracking.sam2 import track_sam2
 
 TRACKERS = ("flow", "sam2")
 DEFAULT_SAM2 = "facebook/sam2.1-hiera-tiny"
@@ -41,9 +43,6 @@ def track_masks(
     check_inputs(frames, annotation, frame)
     annotation = np.asarray(annotation).astype(bool)
     if tracker == "sam2":
-        from fffvdi.tracking.sam2 import track_sam2
-
         return track_sam2(frames, annotation, int(frame), sam2 or DEFAULT_SAM2, progress=progress)
-    from fffvdi.tracking.flow_tracker import track_flow
 
     return track_flow(frames, annotation, int(frame), progress=progress)

@@ -1,0 +1,106 @@
+"""Checks of an inference config: every value inference would trip over later fails here, in one line naming the
+key and the fix, before any input is read or model loaded. Closed choices come from the code that implements them."""
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+from fffvdi.config import DTYPES, device_problem
+from fffvdi.errors import ConfigError
+from fffvdi.flow.completion import FLOW_COMPLETERS
+from fffvdi.flow.estimators import FLOW_ESTIMATORS
+from fffvdi.inpaint.methods import METHODS
+from fffvdi.inpaint.pipeline import CHOICES as PIPELINE_CHOICES
+from fffvdi.inpaint.region import REGIONS
+from fffvdi.io.masks import MASK_MODES, RESIZE_MODES
+from fffvdi.models.propagation import PROPAGATION_MODULES
+from fffvdi.propagate.pixels import COMBINE
+from fffvdi.propagate.video import BLEND
+
+# Config keys with a closed set of values, read from the registries and constants of their implementations.
+CHOICES = {
+    "method": ("auto", *METHODS),
+    "model.dtype": tuple(DTYPES),
+    "model.propagation.arch": PROPAGATION_MODULES,  # registries are read live: a module registered later counts
+    "flow.method": FLOW_ESTIMATORS,
+    "flow.completion": FLOW_COMPLETERS,
+    "mask.resize": RESIZE_MODES,
+    "mask.mode": MASK_MODES,
+    "sampling.clip_source": PIPELINE_CHOICES["sampling.clip_source"],
+    "sampling.fill_source": PIPELINE_CHOICES["sampling.fill_source"],
+    "window.region": REGIONS,
+    "memory.offload": PIPELINE_CHOICES["memory.offload"],
+    "memory.attention": PIPELINE_CHOICES["memory.attention"],
+    "propagate.combine": COMBINE,
+    "propagate.blend": BLEND,
+}
+
+# (key, lowest allowed, lowest is exclusive, why); None values are skipped (they mean "default").
+RANGES = (
+    ("fps", 0, True, "frames per second of a frames folder"),
+    ("mask.threshold", 0, False, "a hole is value > threshold, in [0, 255)"),
+    ("mask.dilate", 0, False, "dilation iterations"),
+    ("flow.raft_iters", 1, False, "RAFT refinement iterations"),
+    ("sampling.num_steps", 1, False, "Euler steps"),
+    ("sampling.sigma_min", 0, True, "smallest noise level"),
+    ("sampling.min_guidance_scale", 0, False, "classifier-free guidance scale"),
+    ("sampling.max_guidance_scale", 0, False, "classifier-free guidance scale"),
+    ("sampling.fps", 0, False, "fps micro-condition"),
+    ("sampling.motion_bucket_id", 0, False, "motion micro-condition"),
+    ("sampling.noise_aug_strength", 0, False, "noise augmentation strength"),
+    ("sampling.inversion_steps", 1, False, "inversion Euler steps"),
+    ("window.height", 64, False, "model canvas height"),
+    ("window.width", 64, False, "model canvas width"),
+    ("window.num_frames", 1, False, "frames per window"),
+    ("window.overlap", 0, False, "frames shared by consecutive windows"),
+    ("window.decode_chunk_size", 1, False, "frames decoded at once"),
+    ("window.context", 0, False, "crop margin as a fraction of the masks' box"),
+    ("memory.forward_chunk_size", 1, False, "feed-forward chunk size"),
+    ("output.feather", 0, False, "blend width in pixels"),
+    ("propagate.radius", 1, False, "frames searched each way"),
+    ("propagate.telea_radius", 1, False, "Telea radius in pixels"),
+)
+
+
+def check_inference_config(cfg) -> None:
+    """Raise ConfigError (one line naming the key and the fix) on any value inference would trip over later.
+
+    Run right after loading, before any input is read or model loaded; `window.height/width` are
+    checked only once set (call `resolve_canvas` first to check them too).
+    """
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is unknown; use one of {', '.join(allowed)}", key=key)
+    for key, low, exclusive, what in RANGES:
+        value = OmegaConf.select(cfg, key)
+        if value is None:
+            continue
+        if value < low or (exclusive and value == low):
+            bound = f"> {low}" if exclusive else f">= {low}"
+            raise ConfigError(f"{key}={value} is out of range ({what}); set it {bound}", key=key)
+    if cfg.mask.threshold >= 255:
+        raise ConfigError(f"mask.threshold={cfg.mask.threshold} is out of range; set it below 255 (a hole is value > threshold)",
+                          key="mask.threshold")
+    s, w = cfg.sampling, cfg.window
+    if not s.sigma_min < s.sigma_max:
+        raise ConfigError(f"sampling.sigma_min={s.sigma_min} must be below sampling.sigma_max={s.sigma_max}; fix one of them",
+                          key="sampling.sigma_min")
+    for key in ("height", "width"):
+        side = w[key]
+        if side is not None and side % 64:
+            raise ConfigError(f"window.{key}={side} is not a multiple of 64; use e.g. window.{key}={max(64, round(side / 64) * 64)}",
+                              key=f"window.{key}")
+    if w.overlap >= w.num_frames:
+        raise ConfigError(
+            f"window.overlap={w.overlap} must be smaller than window.num_frames={w.num_frames}; lower the overlap",
+            key="window.overlap",
+        )
+    if cfg.method == "fffvdi":
+        _check_device(cfg.model.device)
+
+
+def _check_device(name: str) -> None:
+    """`model.device` must name a device torch knows and that exists here."""
+    problem = device_problem(name)
+    if problem is not None:
+        raise ConfigError(f"model.device={problem}", key="model.device")

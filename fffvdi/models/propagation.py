@@ -1,0 +1,203 @@
+"""Deformable Noise Alignment (DNA): learnable bidirectional flow-guided propagation of UNet features.
+
+Runs on the conv_in features of all frames (SPEC 3.3). A backward pass (t = F-1 .. 0) carries a
+running feature from frame t+1 to frame t, a forward pass (t = 0 .. F-1) carries the backward
+outputs from t-1 to t; each step aligns the neighbour with a flow-guided modulated deformable
+convolution (offsets = flow + bounded learned residue, as in BasicVSR++ / ProPainter) and mixes it
+with the current feature. A zero-initialised fusion conv adds the result to the input, so a new
+module is an exact identity and a pretrained SVD is unchanged at step 0.
+
+Propagation modules are registered by name in `PROPAGATION_MODULES` (config key `model.propagation.arch`);
+`build_propagation` makes one, and a saved module is rebuilt from its `propagation_config.json` the same way.
+`arch='light'` (default) runs the recurrent steps at a reduced width `hidden` (default
+min(channels, 128)): 4.1 M parameters at 320 channels, about 3 % of an SVD UNet step in FLOPs.
+`arch='official'` is the authors' `noise_refiner` layout at the full width (no projection, a
+4-conv offset net): 20,035,744 parameters at 320 channels. `identity_init=False` keeps the random
+last fusion conv as the official code starts (the module then changes a pretrained SVD at step 0).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import torch
+import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
+from torchvision.ops import DeformConv2d, deform_conv2d
+
+from fffvdi.errors import ConfigError, InputError
+from fffvdi.flow.warp import fb_consistency, flow_warp
+
+_KERNEL = 3  # deformable kernel size (3x3)
+
+
+def _conv_lrelu_conv(c_in: int, c_mid: int, c_out: int) -> nn.Sequential:
+    """Two 3x3 convs with a leaky ReLU between them."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_mid, 3, padding=1), nn.LeakyReLU(0.1, inplace=True), nn.Conv2d(c_mid, c_out, 3, padding=1)
+    )
+
+
+class FlowGuidedDeformAlign(nn.Module):
+    """Align a neighbour feature to the current frame: modulated deformable conv with offsets = flow + residue."""
+
+    def __init__(self, hidden: int, deform_groups: int, max_residue: float, offset_layers: int = 3) -> None:
+        super().__init__()
+        self.deform_groups = deform_groups
+        self.max_residue = max_residue
+        taps = deform_groups * _KERNEL * _KERNEL
+        # Predicts 2 offsets + 1 modulation logit per group and kernel tap from the condition:
+        # `offset_layers` 3x3 convs with leaky ReLUs between (3 in the light design, 4 in the official one).
+        layers: list[nn.Module] = [nn.Conv2d(2 * hidden + 4, hidden, 3, padding=1)]
+        for _ in range(offset_layers - 2):
+            layers += [nn.LeakyReLU(0.1, inplace=True), nn.Conv2d(hidden, hidden, 3, padding=1)]
+        layers += [nn.LeakyReLU(0.1, inplace=True), nn.Conv2d(hidden, 3 * taps, 3, padding=1)]
+        self.offset_net = nn.Sequential(*layers)
+        # Zero-init: offsets start exactly at the flow, modulation at sigmoid(0) = 0.5.
+        nn.init.zeros_(self.offset_net[-1].weight)
+        nn.init.zeros_(self.offset_net[-1].bias)
+        self.deform = DeformConv2d(hidden, hidden, _KERNEL, padding=_KERNEL // 2)
+
+    def forward(self, neighbour: torch.Tensor, cond: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+        """Sample `neighbour [N, C, h, w]` around `p + flow(p)`; `cond [N, 2C+4, h, w]`, `flow [N, 2, h, w]` (x, y)."""
+        taps = self.deform_groups * _KERNEL * _KERNEL
+        out = self.offset_net(cond)  # [N, 3 * taps, h, w]
+        delta, logits = out[:, : 2 * taps], out[:, 2 * taps :]
+        # deform_conv2d reads offsets as [N, (group, tap, (dy, dx)), h, w]: flip the flow to (y, x)
+        # and tile it over every group and tap.
+        flow_yx = flow.flip(1).repeat(1, taps, 1, 1)  # [N, 2 * taps, h, w]
+        offset = self.max_residue * torch.tanh(delta) + flow_yx
+        mask = torch.sigmoid(logits)
+        if neighbour.dtype == torch.float32 and not torch.is_autocast_enabled(neighbour.device.type):
+            return self.deform(neighbour, offset, mask=mask)
+        # torchvision's deform_conv2d has no bfloat16 kernel (and autocast may hand it mixed dtypes): run it in float32.
+        with torch.autocast(device_type=neighbour.device.type, enabled=False):
+            d = self.deform
+            out = deform_conv2d(
+                neighbour.float(), offset.float(), d.weight.float(), d.bias.float() if d.bias is not None else None,
+                stride=d.stride, padding=d.padding, dilation=d.dilation, mask=mask.float(),
+            )
+        return out.to(neighbour.dtype)
+
+
+class DeformableNoiseAlignment(nn.Module):
+    """Bidirectional recurrent propagation of `[B, F, C, h, w]` features guided by flows; identity at init."""
+
+    def __init__(
+        self, channels: int = 320, hidden: int | None = None, deform_groups: int = 16, max_residue: float = 3.0,
+        arch: str = "light", identity_init: bool = True,
+    ) -> None:
+        super().__init__()
+        if arch not in PROPAGATION_MODULES:
+            raise ConfigError(f"model.propagation.arch={arch!r} is unknown; use one of {', '.join(PROPAGATION_MODULES)}")
+        if arch == "official":  # the authors' noise_refiner propagates at the full conv_in width
+            if hidden not in (None, channels):
+                raise ConfigError(f"model.propagation.hidden={hidden} conflicts with arch=official, which runs at the "
+                                  f"full width {channels}; leave hidden unset or use arch=light")
+            hidden = channels
+        hidden = min(channels, 128) if hidden is None else hidden
+        if channels < 1 or hidden < 1 or deform_groups < 1:
+            raise ConfigError(f"DeformableNoiseAlignment: channels={channels}, hidden={hidden}, "
+                              f"deform_groups={deform_groups} must all be positive")
+        if hidden % deform_groups != 0:
+            raise ConfigError(f"DeformableNoiseAlignment: deform_groups={deform_groups} must divide the "
+                              f"propagation width hidden={hidden}; pick hidden as a multiple of deform_groups")
+        self._config = dict(channels=channels, hidden=hidden, deform_groups=deform_groups, max_residue=float(max_residue),
+                            arch=arch, identity_init=bool(identity_init))
+        self.gradient_checkpointing = False
+
+        # light: a 3x3 projection to the narrower width; official: the features as they are.
+        self.proj_in = nn.Identity() if arch == "official" else nn.Conv2d(channels, hidden, 3, padding=1)
+        offset_layers = 4 if arch == "official" else 3
+        self.align = nn.ModuleDict(
+            {d: FlowGuidedDeformAlign(hidden, deform_groups, max_residue, offset_layers) for d in ("bwd", "fwd")}
+        )
+        self.backbone = nn.ModuleDict({d: _conv_lrelu_conv(2 * hidden + 1, hidden, hidden) for d in ("bwd", "fwd")})
+        self.fusion = _conv_lrelu_conv(2 * hidden + 1, hidden, channels)
+        if identity_init:  # zero the last fusion conv: out == input exactly until training moves it
+            nn.init.zeros_(self.fusion[-1].weight)
+            nn.init.zeros_(self.fusion[-1].bias)
+
+    @property
+    def config(self) -> dict:
+        """Constructor arguments (saved next to the weights)."""
+        return dict(self._config)
+
+    def _step(
+        self, direction: str, current: torch.Tensor, mask: torch.Tensor, neighbour: torch.Tensor | None,
+        flow: torch.Tensor | None, flow_back: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """One recurrent step: align `neighbour` (None at the sequence start) to frame t, mix with `current`."""
+        if neighbour is None:
+            propagated = torch.zeros_like(current)  # no neighbour at the first frame of a pass
+        else:
+            # Warping and the fb check run in float32: squared flows overflow fp16 for large motion.
+            warped = flow_warp(neighbour, flow)
+            valid = fb_consistency(flow, flow_back)  # [N, 1, h, w] bool
+            cond = torch.cat([current, warped, flow.to(current.dtype), valid.to(current.dtype), mask], dim=1)
+            propagated = self.align[direction](neighbour, cond, flow.to(current.dtype))
+        return self.backbone[direction](torch.cat([current, propagated, mask], dim=1))
+
+    def _run_step(self, *args) -> torch.Tensor:
+        """`_step`, optionally under activation checkpointing."""
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return checkpoint(self._step, *args, use_reentrant=False)
+        return self._step(*args)
+
+    def forward(
+        self, feats: torch.Tensor, masks: torch.Tensor, flows_fw: torch.Tensor, flows_bw: torch.Tensor
+    ) -> torch.Tensor:
+        """`feats [B, F, C, h, w]`, `masks [B, F, 1, h, w]` (1 = hole), flows `[B, F-1, 2, h, w]` -> `[B, F, C, h, w]`."""
+        self._check_inputs(feats, masks, flows_fw, flows_bw)
+        b, f, c, h, w = feats.shape
+        masks = masks.to(feats.dtype)
+        flows_fw, flows_bw = flows_fw.float(), flows_bw.float()
+        cur = self.proj_in(feats.flatten(0, 1)).unflatten(0, (b, f))  # [B, F, hidden, h, w]
+
+        # Backward pass t = F-1 .. 0: flows_fw[:, t] brings frame t+1 into frame t.
+        backward: list[torch.Tensor | None] = [None] * f
+        for t in range(f - 1, -1, -1):
+            nb = None if t == f - 1 else backward[t + 1]
+            fl = None if t == f - 1 else flows_fw[:, t]
+            fb = None if t == f - 1 else flows_bw[:, t]
+            backward[t] = self._run_step("bwd", cur[:, t], masks[:, t], nb, fl, fb)
+
+        # Forward pass t = 0 .. F-1 on the backward outputs: flows_bw[:, t-1] brings frame t-1 into t.
+        forward: list[torch.Tensor | None] = [None] * f
+        for t in range(f):
+            nb = None if t == 0 else forward[t - 1]
+            fl = None if t == 0 else flows_bw[:, t - 1]
+            fb = None if t == 0 else flows_fw[:, t - 1]
+            forward[t] = self._run_step("fwd", backward[t], masks[:, t], nb, fl, fb)
+
+        fused = torch.cat([torch.stack(backward, 1), torch.stack(forward, 1), masks], dim=2)  # [B, F, 2*hidden+1, h, w]
+        delta = self.fusion(fused.flatten(0, 1)).unflatten(0, (b, f))  # [B, F, C, h, w]
+        return feats + delta
+
+    def _check_inputs(self, feats: torch.Tensor, masks: torch.Tensor, flows_fw: torch.Tensor, flows_bw: torch.Tensor) -> None:
+        """Raise InputError unless shapes follow the [B, F, C, h, w] / [B, F-1, 2, h, w] contract."""
+        if feats.ndim != 5 or feats.shape[2] != self._config["channels"]:
+            raise InputError(f"DNA feats must be [B, F, {self._config['channels']}, h, w], got {tuple(feats.shape)}")
+        b, f, _, h, w = feats.shape
+        if tuple(masks.shape) != (b, f, 1, h, w):
+            raise InputError(f"DNA masks must be [B, F, 1, h, w] = {(b, f, 1, h, w)}, got {tuple(masks.shape)}")
+        for name, fl in (("flows_fw", flows_fw), ("flows_bw", flows_bw)):
+            if tuple(fl.shape) != (b, f - 1, 2, h, w):
+                raise InputError(f"DNA {name} must be [B, F-1, 2, h, w] = {(b, f - 1, 2, h, w)}, got {tuple(fl.shape)}")
+
+
+# model.propagation.arch -> constructor of the module run on the conv_in features. It is called with `channels` and
+# the `model.propagation` options (hidden, identity_init); the module has a `config` dict (its arguments plus `arch`,
+# saved as propagation_config.json) and maps (feats [B, F, C, h, w], masks, flows_fw, flows_bw) to new feats.
+PROPAGATION_MODULES: dict[str, Callable[..., nn.Module]] = {
+    "light": functools.partial(DeformableNoiseAlignment, arch="light"),  # 128-wide bottleneck (4.1 M at 320 ch)
+    "official": functools.partial(DeformableNoiseAlignment, arch="official"),  # the authors' layout (20.0 M)
+}
+
+
+def build_propagation(channels: int, arch: str = "light", **options) -> nn.Module:
+    """The propagation module `arch` for `channels` conv_in features; `options` (hidden, identity_init, ...) as in
+    `model.propagation` or a saved `propagation_config.json` (which also names `arch` and `channels`)."""
+    if arch not in PROPAGATION_MODULES:
+        raise ConfigError(f"model.propagation.arch={arch!r} is unknown; use one of {', '.join(PROPAGATION_MODULES)}")
+    return PROPAGATION_MODULES[arch](channels=channels, **options)
