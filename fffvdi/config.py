@@ -96,6 +96,14 @@ def device_problem(name: str) -> Optional[str]:
     return None
 
 
+def check_choices(cfg: DictConfig, choices: dict) -> None:
+    """ConfigError naming the first key of `choices` ({dotted key: allowed values}) whose value is not allowed."""
+    for key, allowed in choices.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is unknown; use one of {', '.join(allowed)}", key=key)
+
+
 def _one_line(err: OmegaConfBaseException) -> str:
     """First line of an OmegaConf error plus the full key it concerns."""
     first = str(err).splitlines()[0] if str(err) else type(err).__name__

@@ -128,3 +128,24 @@ def test_conditioning_latents_mode_or_posterior_sample(components):
     a = pipe.cond.encode(px, torch.Generator().manual_seed(1))
     b = pipe.cond.encode(px, torch.Generator().manual_seed(1))
     assert torch.equal(a, b) and not torch.allclose(a, mode)  # a seeded draw around the mode
+
+
+def test_model_offload_brings_each_part_to_the_device_only_for_its_use(components, monkeypatch):
+    """memory.offload=model parks UNet, VAE and CLIP on the CPU and moves each to the device and back around its
+    use (there and back in pairs); without it nothing moves."""
+    moves = []
+    for name in ("unet", "vae", "image_encoder"):
+        module = getattr(components, name)
+        real = module.to
+        monkeypatch.setattr(module, "to", lambda *a, _n=name, _r=real, **k: moves.append((_n, str(a[0]))) or _r(*a, **k))
+    frames, masks = clip()
+    make_pipe(components)(frames, masks, torch.Generator().manual_seed(0))
+    assert moves == []
+    pipe = make_pipe(components, "memory.offload=model")
+    assert moves == [("unet", "cpu"), ("vae", "cpu"), ("image_encoder", "cpu")]  # parked
+    moves.clear()
+    pipe(frames, masks, torch.Generator().manual_seed(0))
+    for name in ("unet", "vae", "image_encoder"):
+        mine = [dev for n, dev in moves if n == name]
+        assert mine and len(mine) % 2 == 0 and mine[0::2] == [str(pipe.device)] * (len(mine) // 2), (name, mine)
+        assert mine[1::2] == ["cpu"] * (len(mine) // 2)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from fffvdi.config import DTYPES, device_problem
+from fffvdi.config import DTYPES, check_choices, device_problem
 from fffvdi.errors import ConfigError
 from fffvdi.flow.completion import FLOW_COMPLETERS
 from fffvdi.flow.estimators import FLOW_ESTIMATORS
+from fffvdi.inpaint.conditioner import CLIP_SOURCES
 from fffvdi.inpaint.methods import METHODS
-from fffvdi.inpaint.pipeline import CHOICES as PIPELINE_CHOICES
+from fffvdi.inpaint.pipeline import ATTENTIONS, FILL_SOURCES, OFFLOADS
 from fffvdi.inpaint.region import REGIONS
 from fffvdi.io.masks import MASK_MODES, RESIZE_MODES
 from fffvdi.models.propagation import PROPAGATION_MODULES
@@ -25,11 +26,11 @@ CHOICES = {
     "flow.completion": FLOW_COMPLETERS,
     "mask.resize": RESIZE_MODES,
     "mask.mode": MASK_MODES,
-    "sampling.clip_source": PIPELINE_CHOICES["sampling.clip_source"],
-    "sampling.fill_source": PIPELINE_CHOICES["sampling.fill_source"],
+    "sampling.clip_source": CLIP_SOURCES,
+    "sampling.fill_source": FILL_SOURCES,
     "window.region": REGIONS,
-    "memory.offload": PIPELINE_CHOICES["memory.offload"],
-    "memory.attention": PIPELINE_CHOICES["memory.attention"],
+    "memory.offload": OFFLOADS,
+    "memory.attention": ATTENTIONS,
     "propagate.combine": COMBINE,
     "propagate.blend": BLEND,
 }
@@ -67,10 +68,7 @@ def check_inference_config(cfg) -> None:
     Run right after loading, before any input is read or model loaded; `window.height/width` are
     checked only once set (call `resolve_canvas` first to check them too).
     """
-    for key, allowed in CHOICES.items():
-        value = OmegaConf.select(cfg, key)
-        if value not in allowed:
-            raise ConfigError(f"{key}={value!r} is unknown; use one of {', '.join(allowed)}", key=key)
+    check_choices(cfg, CHOICES)
     for key, low, exclusive, what in RANGES:
         value = OmegaConf.select(cfg, key)
         if value is None:
@@ -95,12 +93,6 @@ def check_inference_config(cfg) -> None:
             f"window.overlap={w.overlap} must be smaller than window.num_frames={w.num_frames}; lower the overlap",
             key="window.overlap",
         )
-    if cfg.method == "fffvdi":
-        _check_device(cfg.model.device)
-
-
-def _check_device(name: str) -> None:
-    """`model.device` must name a device torch knows and that exists here."""
-    problem = device_problem(name)
+    problem = device_problem(cfg.model.device) if cfg.method == "fffvdi" else None  # only diffusion uses it
     if problem is not None:
         raise ConfigError(f"model.device={problem}", key="model.device")

@@ -6,12 +6,12 @@ from typing import Optional
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from fffvdi.config import check_choices
 from fffvdi.diffusion.conditioning import Conditioning, noise_augment, svd_conditioning
 from fffvdi.diffusion.edm import EDMDenoiser, karras_sigmas
 from fffvdi.diffusion.samplers import cfg_denoise, guidance_scales, invert_euler, sample_euler
-from fffvdi.errors import ConfigError
 from fffvdi.inpaint.canvas import composite, from_canvas, plan_placement, to_canvas
 from fffvdi.inpaint.conditioner import CLIP_SOURCES, Conditioner, clip_source_image, offloader, stay
 from fffvdi.inpaint.config import resolve_canvas
@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 FILL_SOURCES = ("noise", "inversion")  # sampling.fill_source: what future frames lend frame 0 (step 4 below)
 OFFLOADS = ("none", "model")  # memory.offload: model = idle components wait on the CPU (`_on_device`)
 ATTENTIONS = ("sdpa", "default")  # memory.attention: PyTorch's fused attention, or diffusers' default processor
-# The pipeline's closed choices; check_inference_config checks them (and every other one) up front.
+# The pipeline's closed choices (check_inference_config checks them, and every other one, up front).
 CHOICES = {"sampling.clip_source": CLIP_SOURCES, "sampling.fill_source": FILL_SOURCES, "memory.offload": OFFLOADS,
            "memory.attention": ATTENTIONS}
 
@@ -32,10 +32,7 @@ class FFFVDIPipeline:
     """Inpaints one window: `pipe(frames uint8 [F,H,W,3], masks [F,H,W], generator) -> uint8 [F,H,W,3]`."""
 
     def __init__(self, components: SVDComponents, cfg: DictConfig, device: torch.device, dtype: torch.dtype):
-        for key, allowed in CHOICES.items():
-            value = OmegaConf.select(cfg, key)
-            if value not in allowed:
-                raise ConfigError(f"{key}={value!r} is unknown; use one of {', '.join(allowed)}")
+        check_choices(cfg, CHOICES)  # also built by training's validation, whose config is not checked up front
         resolve_canvas(cfg)  # an unset canvas follows the checkpoint's training size
         self.c = components
         self.cfg = cfg

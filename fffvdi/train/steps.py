@@ -87,7 +87,7 @@ def encode_clips(conditioner: Conditioner, batch: dict, cfg: DictConfig,
     for i, vid in enumerate(batch["video_id"]):
         frames, masks = batch["frames"][i:i + 1], batch["masks"][i:i + 1]
 
-        def encode(i: int = i, frames: torch.Tensor = frames, masks: torch.Tensor = masks) -> dict[str, torch.Tensor]:
+        def encode() -> dict[str, torch.Tensor]:  # called (if at all) in this iteration
             fw, bw = item_flows(batch, i, conditioner.flow_fn, cfg.flow.cache_dir)
             return encode_clip(conditioner, frames.to(dev), masks.to(dev), fw[None].to(dev), bw[None].to(dev),
                                cfg.train.clip_source, num_starts(cfg))
@@ -152,5 +152,6 @@ def train_step(accelerator: Any, denoiser: EDMDenoiser, z0: torch.Tensor, cond: 
     optimizer.step()
     lr_scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    regions = {k: v.item() for k, v in logs.items() if k in ("mse_hole", "mse_known")}
-    return loss.item(), regions, grad_norm
+    names = [k for k in ("mse_hole", "mse_known") if k in logs]
+    values = torch.stack([loss.detach(), *(logs[k] for k in names)]).tolist()  # one device sync for all three
+    return values[0], dict(zip(names, values[1:])), grad_norm
