@@ -150,7 +150,7 @@ def test_cost_at_svd_width():
     """At 320 channels: a few M parameters, under 10 % of an SVD UNet step in FLOPs."""
     m = DeformableNoiseAlignment(channels=320)
     assert m.config == dict(channels=320, hidden=128, deform_groups=16, max_residue=3.0,
-                            arch="light", identity_init=True)
+                            arch="light", identity_init=True, flow_units="cells")
     n_params = sum(p.numel() for p in m.parameters())
     assert 1e6 < n_params < 0.01 * 1.5e9
     f, h, w = 3, 4, 4

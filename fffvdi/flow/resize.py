@@ -1,4 +1,5 @@
-"""Flows and masks at another resolution (pixel -> latent grid): flows rescaled per axis, masks nearest or max."""
+"""Flows and masks at another resolution (pixel -> latent grid): flows rescaled per axis, masks nearest or max; or
+the FFF-VDI release's way (`release_latent_inputs`)."""
 from __future__ import annotations
 
 import torch
@@ -36,4 +37,22 @@ def resize_flows_and_masks(
         else:
             flat = F.interpolate(flat, size=(h, w), mode="nearest-exact")
         out_masks = rearrange(flat, "(b f) c h w -> b f c h w", b=b).to(masks.dtype)
+    return out_flows, out_masks
+
+
+def release_latent_inputs(
+    flows: torch.Tensor | None, masks: torch.Tensor | None, size: tuple[int, int]
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """`resize_flows_and_masks` as the FFF-VDI release's UNet does it: flows `[B, T, 2, H, W]` plain bilinear
+    (align_corners=False, no antialiasing) with their values left in image pixels, masks `[B, F, 1, H, W]` by
+    `F.interpolate(mode="nearest")` (each cell takes its top-left pixel)."""
+    size = (int(size[0]), int(size[1]))
+    out_flows = out_masks = None
+    if flows is not None:
+        flat = rearrange(flows, "b t c h w -> (b t) c h w").float()
+        flat = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
+        out_flows = rearrange(flat, "(b t) c h w -> b t c h w", b=flows.shape[0]).to(flows.dtype)
+    if masks is not None:
+        flat = F.interpolate(rearrange(masks, "b f c h w -> (b f) c h w").float(), size=size, mode="nearest")
+        out_masks = rearrange(flat, "(b f) c h w -> b f c h w", b=masks.shape[0]).to(masks.dtype)
     return out_flows, out_masks

@@ -42,13 +42,18 @@ def in_bounds(flow: torch.Tensor) -> torch.Tensor:
     return ok[:, None]
 
 
-def fb_consistency(flow_ab: torch.Tensor, flow_ba: torch.Tensor, alpha: float = 0.01, beta: float = 0.5) -> torch.Tensor:
+def fb_consistency(
+    flow_ab: torch.Tensor, flow_ba: torch.Tensor, alpha: float = 0.01, beta: float = 0.5,
+    padding_mode: str = "border", require_in_bounds: bool = True,
+) -> torch.Tensor:
     """Boolean `[N, 1, H, W]` validity of `flow_ab` (frame a -> b) given `flow_ba` (b -> a).
 
-    Valid where `|f_ab + warp(f_ba)|^2 < alpha (|f_ab|^2 + |warp(f_ba)|^2) + beta` and the
-    target lies inside the image (the check used by ProPainter / FFF-VDI).
+    Valid where `|f_ab + warp(f_ba)|^2 < alpha (|f_ab|^2 + |warp(f_ba)|^2) + beta` (ProPainter's and
+    FFF-VDI's test) and, with `require_in_bounds`, the target lies inside the image. The FFF-VDI release
+    samples `f_ba` with zero padding and has no bounds test: `padding_mode="zeros", require_in_bounds=False`.
     """
-    back = flow_warp(flow_ba, flow_ab)  # f_ba sampled at the point f_ab leads to
+    back = flow_warp(flow_ba, flow_ab, padding_mode=padding_mode)  # f_ba sampled at the point f_ab leads to
     err = (flow_ab + back).pow(2).sum(1, keepdim=True)
     bound = alpha * (flow_ab.pow(2).sum(1, keepdim=True) + back.pow(2).sum(1, keepdim=True)) + beta
-    return (err < bound) & in_bounds(flow_ab)
+    valid = err < bound
+    return valid & in_bounds(flow_ab) if require_in_bounds else valid

@@ -11,13 +11,16 @@ Propagation modules are registered by name in `PROPAGATION_MODULES` (config key 
 `build_propagation` makes one, and a saved module is rebuilt from its `propagation_config.json` the same way.
 `arch='light'` (default) runs the recurrent steps at a reduced width `hidden` (default
 min(channels, 128)): 4.1 M parameters at 320 channels, about 3 % of an SVD UNet step in FLOPs.
-`arch='official'` is the authors' `noise_refiner` layout at the full width (no projection, a
-4-conv offset net): 20,035,744 parameters at 320 channels. `identity_init=False` keeps the random
-last fusion conv as the official code starts (the module then changes a pretrained SVD at step 0).
+`arch='official'` is the authors' `noise_refiner` (FFF-VDI release bf47e75) at the full width (no
+projection, a 4-conv offset net): 20,035,744 parameters at 320 channels, and its forward: see
+`ArchRules` for the five places where the two archs compute differently. `identity_init=False`
+keeps the random last fusion conv as the official code starts (the module then changes a
+pretrained SVD at step 0).
 """
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -29,12 +32,37 @@ from fffvdi.errors import ConfigError, InputError
 from fffvdi.flow.warp import fb_consistency, flow_warp
 
 _KERNEL = 3  # deformable kernel size (3x3)
+FLOW_UNITS = ("cells", "pixels")  # model.propagation.flow_units, see ArchRules.flow_units
 
 
-def _conv_lrelu_conv(c_in: int, c_mid: int, c_out: int) -> nn.Sequential:
+@dataclass(frozen=True)
+class ArchRules:
+    """How an arch computes, beyond its layers; `official` is the FFF-VDI release, `light` our own choices."""
+
+    residual: bool  # a step returns aligned + backbone([current, aligned, mask]) (release) or the backbone output alone
+    start_from_current: bool  # the first frame of a pass aligns nothing: `aligned` = its own feature (release) or 0
+    slope: float  # leaky ReLU slope of the backbone and fusion convs (the offset net always uses 0.1)
+    padding: str  # grid_sample padding of the warps (feature warp and fb check): zeros (release) | border
+    fb_in_bounds: bool  # the fb check also requires the flow's target inside the image (the release has no such test)
+    zero_deform_bias: bool  # the deformable conv's bias starts at 0 (release) or at torchvision's random init
+    flow_units: str  # default model.propagation.flow_units: how pixel flows/masks reach the latent grid (the
+    #   conditioner reads it). cells: antialiased bilinear flows rescaled to latent cells, masks sampled at each
+    #   cell's centre. pixels (release): plain bilinear flows left in image pixels, masks sampled at each cell's
+    #   top-left pixel (F.interpolate nearest); the module then warps latents by 8x the motion, as the release does.
+
+
+ARCH_RULES = {
+    "light": ArchRules(residual=False, start_from_current=False, slope=0.1, padding="border", fb_in_bounds=True,
+                       zero_deform_bias=False, flow_units="cells"),
+    "official": ArchRules(residual=True, start_from_current=True, slope=0.2, padding="zeros", fb_in_bounds=False,
+                          zero_deform_bias=True, flow_units="pixels"),
+}
+
+
+def _conv_lrelu_conv(c_in: int, c_mid: int, c_out: int, slope: float = 0.1) -> nn.Sequential:
     """Two 3x3 convs with a leaky ReLU between them."""
     return nn.Sequential(
-        nn.Conv2d(c_in, c_mid, 3, padding=1), nn.LeakyReLU(0.1, inplace=True), nn.Conv2d(c_mid, c_out, 3, padding=1)
+        nn.Conv2d(c_in, c_mid, 3, padding=1), nn.LeakyReLU(slope, inplace=True), nn.Conv2d(c_mid, c_out, 3, padding=1)
     )
 
 
@@ -85,7 +113,7 @@ class DeformableNoiseAlignment(nn.Module):
 
     def __init__(
         self, channels: int = 320, hidden: int | None = None, deform_groups: int = 16, max_residue: float = 3.0,
-        arch: str = "light", identity_init: bool = True,
+        arch: str = "light", identity_init: bool = True, flow_units: str | None = None,
     ) -> None:
         super().__init__()
         if arch not in PROPAGATION_MODULES:
@@ -102,8 +130,12 @@ class DeformableNoiseAlignment(nn.Module):
         if hidden % deform_groups != 0:
             raise ConfigError(f"DeformableNoiseAlignment: deform_groups={deform_groups} must divide the "
                               f"propagation width hidden={hidden}; pick hidden as a multiple of deform_groups")
+        self.rules = ARCH_RULES[arch]
+        flow_units = self.rules.flow_units if flow_units is None else flow_units
+        if flow_units not in FLOW_UNITS:
+            raise ConfigError(f"model.propagation.flow_units={flow_units!r} is unknown; use one of {', '.join(FLOW_UNITS)}")
         self._config = dict(channels=channels, hidden=hidden, deform_groups=deform_groups, max_residue=float(max_residue),
-                            arch=arch, identity_init=bool(identity_init))
+                            arch=arch, identity_init=bool(identity_init), flow_units=flow_units)
         self.gradient_checkpointing = False
 
         # light: a 3x3 projection to the narrower width; official: the features as they are.
@@ -112,8 +144,12 @@ class DeformableNoiseAlignment(nn.Module):
         self.align = nn.ModuleDict(
             {d: FlowGuidedDeformAlign(hidden, deform_groups, max_residue, offset_layers) for d in ("bwd", "fwd")}
         )
-        self.backbone = nn.ModuleDict({d: _conv_lrelu_conv(2 * hidden + 1, hidden, hidden) for d in ("bwd", "fwd")})
-        self.fusion = _conv_lrelu_conv(2 * hidden + 1, hidden, channels)
+        slope = self.rules.slope
+        self.backbone = nn.ModuleDict({d: _conv_lrelu_conv(2 * hidden + 1, hidden, hidden, slope) for d in ("bwd", "fwd")})
+        self.fusion = _conv_lrelu_conv(2 * hidden + 1, hidden, channels, slope)
+        if self.rules.zero_deform_bias:  # zeroed after construction: the random draws stay those of `light`
+            for align in self.align.values():
+                nn.init.zeros_(align.deform.bias)
         if identity_init:  # zero the last fusion conv: out == input exactly until training moves it
             nn.init.zeros_(self.fusion[-1].weight)
             nn.init.zeros_(self.fusion[-1].bias)
@@ -128,15 +164,17 @@ class DeformableNoiseAlignment(nn.Module):
         flow: torch.Tensor | None, flow_back: torch.Tensor | None,
     ) -> torch.Tensor:
         """One recurrent step: align `neighbour` (None at the sequence start) to frame t, mix with `current`."""
-        if neighbour is None:
-            propagated = torch.zeros_like(current)  # no neighbour at the first frame of a pass
+        rules = self.rules
+        if neighbour is None:  # the first frame of a pass has no neighbour
+            aligned = current if rules.start_from_current else torch.zeros_like(current)
         else:
             # Warping and the fb check run in float32: squared flows overflow fp16 for large motion.
-            warped = flow_warp(neighbour, flow)
-            valid = fb_consistency(flow, flow_back)  # [N, 1, h, w] bool
+            warped = flow_warp(neighbour, flow, padding_mode=rules.padding)
+            valid = fb_consistency(flow, flow_back, padding_mode=rules.padding, require_in_bounds=rules.fb_in_bounds)
             cond = torch.cat([current, warped, flow.to(current.dtype), valid.to(current.dtype), mask], dim=1)
-            propagated = self.align[direction](neighbour, cond, flow.to(current.dtype))
-        return self.backbone[direction](torch.cat([current, propagated, mask], dim=1))
+            aligned = self.align[direction](neighbour, cond, flow.to(current.dtype))  # [N, hidden, h, w]
+        refined = self.backbone[direction](torch.cat([current, aligned, mask], dim=1))
+        return aligned + refined if rules.residual else refined
 
     def _run_step(self, *args) -> torch.Tensor:
         """`_step`, optionally under activation checkpointing."""

@@ -86,6 +86,11 @@ class FFFVDIUNet(torch.nn.Module):
         """Device of the wrapped UNet."""
         return self.unet.device
 
+    @property
+    def flow_units(self) -> str:
+        """How the propagation module wants latent-size flows and masks: cells | pixels (see ArchRules.flow_units)."""
+        return self.propagation.config.get("flow_units", "cells")
+
     def enable_gradient_checkpointing(self) -> None:
         """Checkpoint the UNet blocks, its temporal transformer blocks and each recurrent propagation step."""
         self.unet.enable_gradient_checkpointing()
