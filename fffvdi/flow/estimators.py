@@ -8,7 +8,6 @@ with the conventions of `fffvdi.flow.warp` (channel 0 = x; `flows_fw[:, t]` maps
 from __future__ import annotations
 
 import functools
-import os
 from abc import ABC, abstractmethod
 from typing import Callable, Optional
 
@@ -20,6 +19,7 @@ from einops import rearrange
 from torchvision.models import optical_flow as of
 
 from fffvdi.errors import ConfigError, InputError, ModelLoadError, one_of
+from fffvdi.flow.raft_weights import load_raft_weights
 
 
 def _check_frames(frames: torch.Tensor) -> None:
@@ -72,7 +72,8 @@ class DISFlow(FlowEstimator):
 
 
 class RAFTFlow(FlowEstimator):
-    """torchvision RAFT (large or small); weights from a local file, torchvision's hub, or random (tests)."""
+    """torchvision RAFT (large or small); weights from a local file (torchvision's or the original RAFT layout),
+    torchvision's hub, or random (tests)."""
 
     def __init__(
         self,
@@ -90,7 +91,7 @@ class RAFTFlow(FlowEstimator):
         if random_init or (isinstance(weights_path, str) and weights_path.lower() in ("none", "random")):
             pass  # random weights: only meaningful for tests of shapes and plumbing
         elif weights_path:
-            self.model.load_state_dict(self._load_local(weights_path))
+            load_raft_weights(self.model, weights_path, variant)
         else:
             enum = of.Raft_Large_Weights.DEFAULT if variant == "large" else of.Raft_Small_Weights.DEFAULT
             try:
@@ -105,17 +106,6 @@ class RAFTFlow(FlowEstimator):
         self.model.eval().requires_grad_(False)
         self.iters = int(iters)
         self.pair_batch = max(1, int(pair_batch))
-
-    @staticmethod
-    def _load_local(path: str) -> dict:
-        """Load a RAFT state dict from disk; raise ModelLoadError with the fix when it fails."""
-        if not os.path.isfile(path):
-            raise ModelLoadError(f"flow.raft_weights={path!r} does not exist; point it to a RAFT .pth state dict")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ModelLoadError(f"flow.raft_weights={path!r} is not a readable torch state dict ({exc})") from exc
-        return state.get("state_dict", state) if isinstance(state, dict) else state
 
     @torch.no_grad()
     def _pairs(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
