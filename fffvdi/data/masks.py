@@ -1,4 +1,4 @@
-"""Training hole masks: moving rectangles, free-form blobs, object masks, and their mixture.
+"""Training hole masks: moving rectangles, free-form blobs, object masks, the authors' boxes, and their mixture.
 
 Every generator takes a numpy `Generator` (never the global RNG) and returns uint8 `[F, 1, H, W]`
 with values in {0, 1}, where 1 marks the hole to inpaint.
@@ -12,9 +12,13 @@ from typing import Any
 import cv2
 import numpy as np
 
+from fffvdi.data.official_masks import official_box
 from fffvdi.errors import ConfigError
 
-MASK_KINDS = ("rectangles", "blobs", "objects")
+# data.masks.probs keys: moving_rectangles | free_form_blob | object_masks | official_box (the release's generator).
+# New kinds go last: the order fixes which kind a draw picks, so appending keeps older configs' draws unchanged.
+MASK_KINDS = ("rectangles", "blobs", "objects", "official")
+SYNTHETIC_KINDS = ("rectangles", "blobs", "official")  # kinds that need no annotations
 
 
 def _bounce(pos: float, vel: float, lo: float, hi: float) -> tuple[float, float]:
@@ -177,7 +181,7 @@ def object_masks(
 
 
 class MaskGenerator:
-    """Draws a mask kind by configured probabilities and generates it; never returns an empty mask."""
+    """Draws a mask kind by configured probabilities and generates it; only the official kind may be empty."""
 
     def __init__(
         self,
@@ -185,6 +189,7 @@ class MaskGenerator:
         rectangles: Mapping[str, Any] | None = None,
         blobs: Mapping[str, Any] | None = None,
         objects: Mapping[str, Any] | None = None,
+        official: Mapping[str, Any] | None = None,
         min_area: float = 0.005,
         max_tries: int = 10,
     ) -> None:
@@ -194,10 +199,12 @@ class MaskGenerator:
             raise ConfigError(f"masks.probs has unknown kinds {unknown}; use keys from {list(MASK_KINDS)}")
         if any(not isinstance(p, (int, float)) or p < 0 for p in probs.values()):
             raise ConfigError(f"masks.probs={probs} must map kinds to non-negative numbers")
-        if sum(probs.get(k, 0.0) for k in ("rectangles", "blobs")) <= 0:
-            raise ConfigError("masks.probs needs rectangles or blobs > 0 (objects need annotations, absent on some videos)")
+        if sum(probs.get(k, 0.0) for k in SYNTHETIC_KINDS) <= 0:
+            raise ConfigError(f"masks.probs needs one of {', '.join(SYNTHETIC_KINDS)} > 0 (objects need annotations, "
+                              "absent on some videos)")
         self.probs = {k: float(probs.get(k, 0.0)) for k in MASK_KINDS}
-        self.kwargs = {"rectangles": dict(rectangles or {}), "blobs": dict(blobs or {}), "objects": dict(objects or {})}
+        self.kwargs = {"rectangles": dict(rectangles or {}), "blobs": dict(blobs or {}), "objects": dict(objects or {}),
+                       "official": dict(official or {})}
         self.min_area = float(min_area)
         self.max_tries = int(max_tries)
 
@@ -215,7 +222,7 @@ class MaskGenerator:
     def __call__(
         self, num_frames: int, height: int, width: int, rng: np.random.Generator, annotations: np.ndarray | None = None
     ) -> np.ndarray:
-        """Generate uint8 `[F, 1, H, W]` holes (1 = hole) covering at least `min_area` of the clip."""
+        """Generate uint8 `[F, 1, H, W]` holes (1 = hole) covering at least `min_area` of the clip (official: any)."""
         has_ann = annotations is not None
         masks = None
         for _ in range(self.max_tries):
@@ -224,6 +231,9 @@ class MaskGenerator:
                 masks = moving_rectangles(num_frames, height, width, rng, **self.kwargs["rectangles"])
             elif kind == "blobs":
                 masks = free_form_blob(num_frames, height, width, rng, **self.kwargs["blobs"])
+            elif kind == "official":
+                # Returned as drawn, empty or not: the release trains on its empty clips too (about 9 % at 512x256).
+                return official_box(num_frames, height, width, rng, **self.kwargs["official"])
             else:
                 masks = object_masks(annotations, rng, **self.kwargs["objects"])
                 if masks.shape[0] != num_frames or masks.shape[2:] != (height, width):

@@ -18,6 +18,9 @@ from fffvdi.io.video import list_images, natural_key, read_id_list
 logger = logging.getLogger(__name__)
 
 FRAME_EXTS = (".jpg", ".jpeg")
+# data.resize: area = OpenCV INTER_AREA on OpenCV-decoded frames (our default); bicubic = Pillow's bicubic on
+# Pillow-decoded frames, the release's `Image.open(path).resize((W, H))` (Pillow's default filter for RGB).
+RESIZE_METHODS = ("area", "bicubic")
 LAYOUT = "ROOT/JPEGImages/<video_id>/00000.jpg ... (optional ROOT/Annotations/<video_id>/00000.png)"
 
 
@@ -31,6 +34,15 @@ def read_annotation(path: Path) -> np.ndarray:
     nonblack = colours.any(axis=1)
     ids = np.where(nonblack, np.cumsum(nonblack), 0)  # black stays 0, every other colour gets its own id
     return ids[inverse.reshape(-1)].reshape(rgb.shape[:2])
+
+
+def _read_bicubic(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """RGB uint8 `[H, W, 3]`: the frame decoded and resized by Pillow (bicubic), as the release loads frames."""
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB").resize((size[1], size[0]), Image.BICUBIC))
+    except OSError as err:  # Pillow's UnidentifiedImageError and truncated-file errors are OSErrors
+        raise InputError(f"cannot read frame {path} ({err}); re-extract it as a valid JPEG") from None
 
 
 def _stride_range(frame_stride: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -56,6 +68,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
         seed: int = 0,
         video_list: str | Path | None = None,
         samples_per_epoch: int | None = None,
+        resize: str = "area",
     ) -> None:
         if not isinstance(num_frames, int) or num_frames < 1:
             raise ConfigError(f"num_frames={num_frames!r} must be a positive int")
@@ -66,14 +79,17 @@ class VideoClipDataset(torch.utils.data.Dataset):
                 raise ConfigError(f"{name}={p} must lie in [0, 1]")
         if samples_per_epoch is not None and samples_per_epoch < 1:
             raise ConfigError(f"samples_per_epoch={samples_per_epoch} must be >= 1 or null")
+        if resize not in RESIZE_METHODS:
+            raise ConfigError(f"resize={resize!r} is unknown; use one of {', '.join(RESIZE_METHODS)}")
         self.root = Path(root)
         self.num_frames = num_frames
         self.stride_range = _stride_range(frame_stride)
         self.size = (int(size[0]), int(size[1]))
         self.hflip_prob = float(hflip_prob)
         self.reverse_prob = float(reverse_prob)
+        self.resize = resize
         if not isinstance(masks, MaskGenerator):
-            known = ("probs", "rectangles", "blobs", "objects", "min_area", "max_tries")
+            known = ("probs", "rectangles", "blobs", "objects", "official", "min_area", "max_tries")
             unknown = sorted(set(masks or {}) - set(known))
             if unknown:
                 raise ConfigError(f"masks has unknown keys {unknown}; use keys from {list(known)}")
@@ -132,10 +148,13 @@ class VideoClipDataset(torch.utils.data.Dataset):
         )
 
     def _load_frames(self, frames: list[Path]) -> np.ndarray:
-        """RGB uint8 `[F, H, W, 3]` at the configured size."""
+        """RGB uint8 `[F, H, W, 3]` at the configured size, resized by the configured method."""
         h, w = self.size
         out = np.empty((len(frames), h, w, 3), np.uint8)
         for i, path in enumerate(frames):
+            if self.resize == "bicubic":
+                out[i] = _read_bicubic(path, (h, w))
+                continue
             bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if bgr is None:
                 raise InputError(f"cannot read frame {path}; re-extract it as a valid JPEG")

@@ -22,11 +22,15 @@ DEFAULT_LORA_TARGETS = [r".*temporal_transformer_blocks\.\d+\.attn[12]\.(to_q|to
 class TrainMaskConfig:
     """Mixture of training hole masks (see fffvdi/data/masks.py for each kind's keyword arguments)."""
 
-    probs: Dict[str, float] = field(default_factory=lambda: {"rectangles": 0.5, "blobs": 0.5})  # rectangles | blobs | objects
+    # Kind -> probability: rectangles | blobs | objects | official (the authors' box generator, quirks included)
+    probs: Dict[str, float] = field(default_factory=lambda: {"rectangles": 0.5, "blobs": 0.5})
     rectangles: Dict[str, Any] = field(default_factory=dict)  # moving_rectangles kwargs, e.g. side_range: [0.2, 0.8]
     blobs: Dict[str, Any] = field(default_factory=dict)  # free_form_blob kwargs
     objects: Dict[str, Any] = field(default_factory=dict)  # object_masks kwargs (needs ROOT/Annotations/)
-    min_area: float = 0.005  # redraw masks covering less than this fraction of the clip
+    official: Dict[str, Any] = field(default_factory=dict)  # official_box kwargs (fffvdi/data/official_masks.py)
+    # Redraw masks covering less than this fraction of the clip. Not applied to the official kind: the release keeps
+    # its empty clips (about 9 % at 512x256, the box pasted above the frame), so official masks may be all zeros.
+    min_area: float = 0.005
 
 
 @dataclass
@@ -37,6 +41,9 @@ class DataConfig:
     video_list: Optional[str] = None  # text file of video ids to use (one per line); None = every video
     num_frames: int = 25  # frames per clip (25 for SVD-XT, 14 for SVD)
     size: List[int] = field(default_factory=lambda: [256, 512])  # (H, W) plain resize; multiples of 64
+    # Frame resize to `size`, aspect not kept: area (OpenCV INTER_AREA on cv2-decoded frames) | bicubic (Pillow's
+    # bicubic on Pillow-decoded frames, as the release's Image.resize default)
+    resize: str = "area"
     frame_stride: Any = 1  # stride between clip frames: an int, or [lo, hi] drawn per clip
     hflip: float = 0.5  # probability of a horizontal flip of a clip (frames, masks and flows together)
     time_reverse: float = 0.0  # probability of playing a clip backwards

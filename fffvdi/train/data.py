@@ -19,7 +19,7 @@ def build_clip_dataset(cfg: DictConfig, seed: int, augment: bool = True) -> torc
     return VideoClipDataset(
         d.root, num_frames=d.num_frames, frame_stride=stride, size=tuple(d.size), hflip_prob=d.hflip if augment else 0.0,
         reverse_prob=d.time_reverse if augment else 0.0, masks=OmegaConf.to_container(d.masks), seed=seed,
-        video_list=d.video_list, samples_per_epoch=d.samples_per_epoch,
+        video_list=d.video_list, samples_per_epoch=d.samples_per_epoch, resize=d.resize,
     )
 
 
