@@ -31,6 +31,9 @@ class PropagationConfig:
     arch: str = "light"  # light (128-wide bottleneck, 4.1 M params at 320 ch) | official (the authors' layout, 20.0 M)
     hidden: Optional[int] = None  # light only: propagation width (None = min(channels, 128))
     identity_init: bool = True  # zero the last fusion conv so a pretrained SVD is unchanged at step 0 (official: false)
+    flow_units: Optional[str] = None  # how pixel flows and masks reach the latent grid: cells (rescaled to latent
+    #   cells, antialiased) | pixels (the release: plain bilinear, values left in pixels, masks nearest top-left);
+    #   null = the arch's own (light: cells, official: pixels). fffvdi/models/propagation.py ArchRules has the details
 
 
 @dataclass
@@ -52,8 +55,11 @@ class FlowConfig:
     method: str = "dis"  # dis (OpenCV, no weights) | raft_large | raft_small (torchvision RAFT)
     raft_weights: Optional[str] = None  # local RAFT state-dict file; None = torchvision's weight enum (downloads when online)
     raft_iters: int = 20  # RAFT refinement iterations (the official recipe uses 20)
-    completion: str = "smooth"  # weight-free completion inside holes: smooth (membrane, multigrid) | edge_aware
-    #   (membrane weighted by the pre-filled frame's edges; used by `propagate`) | cv2_inpaint (OpenCV NS per channel)
+    completion: str = "smooth"  # completion inside holes: smooth (membrane, multigrid) | edge_aware (membrane
+    #   weighted by the pre-filled frame's edges; used by `propagate`) | cv2_inpaint (OpenCV NS per channel) |
+    #   telea | propainter (ProPainter's learned recurrent network, as the FFF-VDI release; needs completion_weights)
+    completion_weights: Optional[str] = None  # path to ProPainter's recurrent_flow_completion.pth, needed by
+    #   completion=propainter (github.com/sczhou/ProPainter/releases/download/v0.1.0/recurrent_flow_completion.pth)
 
 
 @dataclass
@@ -101,7 +107,8 @@ def check_choices(cfg: DictConfig, choices: dict) -> None:
     for key, allowed in choices.items():
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
-            raise ConfigError(f"{key}={value!r} is unknown; use one of {', '.join(allowed)}", key=key)
+            names = [str(a) if a is not None else "null (the default)" for a in allowed]
+            raise ConfigError(f"{key}={value!r} is unknown; use one of {', '.join(names)}", key=key)
 
 
 def _one_line(err: OmegaConfBaseException) -> str:
@@ -161,6 +168,14 @@ def load_config(
         OmegaConf.to_container(cfg, resolve=True)  # surface interpolation errors now, not mid-run
     except OmegaConfBaseException as err:
         raise ConfigError(_one_line(err) + where + "; fix or remove that key") from None
+    # `???` in the YAML marks a value the user must give (e.g. weight files); merging keeps the schema's default
+    # there, so the keys are read from the file itself.
+    required = OmegaConf.missing_keys(layers[0][0]) if path is not None else set()
+    missing = sorted(required - _override_keys(overrides))
+    if missing:
+        source = f"{path}" if path is not None else "the config"
+        raise ConfigError(f"{source} needs {' and '.join(missing)} (set to ??? there): pass {'them' if len(missing) > 1 else 'it'} on the command line, "
+                          f"e.g. {missing[0]}=/path/to/file; README says where each comes from", key=missing[0])
     if check is not None:
         try:
             check(cfg)

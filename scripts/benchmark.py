@@ -2,7 +2,7 @@
 [--out FILE.json] [--only section,...] [--repeats N]`.
 
 Sections: unet_step (FFF-VDI UNet vs the plain SVD UNet with the same weights vs the DNA module alone),
-flow (estimation and completion), vae (encode, chunked decode), inference (whole pipeline per output frame and
+flow (estimation; completion: smooth, cv2_inpaint, propainter), vae (encode, chunked decode), inference (whole pipeline per output frame and
 peak memory, each case in a fresh subprocess), train_step (EDM loss forward + backward + AdamW step),
 crop (1080p input with a mask of 5 % of the area: window.region=crop vs full), data_loader (clips/s), propagate (the weight-free method: s/frame at 432x240 and 640x272, masked PSNR vs Telea
 on the real-motion-like scenes, peak memory for 300 vs 50 frames). Timings are medians of --repeats runs after --warmup runs. All weights are random:
@@ -166,10 +166,19 @@ def bench_flow(args, device: torch.device, rep: bm.Report) -> None:
         rep.timing("flow", name, t, per=f - 1, unit="ms/frame", size=size, note="fw+bw flow of one frame pair",
                    **({"iters": args.raft_iters} if name != "dis" else {}))
     fw, bw = estimators["dis"](frames)
-    for name in ("smooth", "cv2_inpaint"):
-        completer = build_flow_completer(name)
-        t = bm.time_fn(lambda: completer.complete_pair(fw, bw, masks), args.repeats, args.warmup, device)
-        rep.timing("flow", f"completion_{name}", t, per=f - 1, unit="ms/frame", size=size, note="fw+bw")
+    completers = {name: build_flow_completer(name) for name in ("smooth", "cv2_inpaint")}
+    # ProPainter's recurrent network (5.08 M params), random weights: its cost does not depend on their values.
+    completers["propainter"] = build_flow_completer("propainter", weights="random")
+    for name, completer in completers.items():
+        clip, detail = (fw, bw, masks), {}
+        if name == "propainter":  # it aligns each frame to two predecessors: time it on >= 8 pairs (DIS flows tiled)
+            n = -(-8 // (f - 1))
+            clip = (fw.repeat(1, n, 1, 1, 1), bw.repeat(1, n, 1, 1, 1),
+                    torch.cat([masks[:, :-1].repeat(1, n, 1, 1, 1), masks[:, -1:]], 1))
+            detail = dict(pairs=n * (f - 1), params_m=round(presets.count_params_m(completer.net), 3))
+        t = bm.time_fn(lambda: completer.complete_pair(*clip), args.repeats, args.warmup, device)
+        rep.timing("flow", f"completion_{name}", t, per=clip[0].shape[1], unit="ms/frame", size=size, note="fw+bw",
+                   **detail)
 
 
 def bench_vae(args, device: torch.device, dtype: torch.dtype, rep: bm.Report) -> None:

@@ -49,3 +49,17 @@ def test_feather_ramps_inside_only_and_composite_keeps_outside():
     assert out[0, 10, 10, 0] == 250 and 10 < out[0, 5, 10, 0] < 250
     hard = composite(orig, gen, masks, feather=0)
     assert np.array_equal(hard[masks == 1], gen[masks == 1])
+
+
+def test_stretch_fills_the_canvas_whatever_the_aspect_and_goes_back():
+    place = plan_placement((240, 432), (256, 512), fit="stretch")  # 16:9 onto 2:1, as the release does
+    assert place.box == (0, 0, 256, 512)
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, 240), torch.linspace(0, 1, 432), indexing="ij")
+    x = (ys + xs).expand(1, 2, 3, 240, 432) / 2  # smooth, so the way back is close
+    canvas = to_canvas(x, place)
+    assert canvas.shape == (1, 2, 3, 256, 512)
+    torch.testing.assert_close(canvas[..., 0, 0], x[..., 0, 0])  # no padding: the corner pixel is the frame's
+    back = from_canvas(canvas, place)
+    assert back.shape == x.shape and (back - x).abs().max() < 0.01
+    with pytest.raises(ValueError, match="window.fit"):
+        plan_placement((240, 432), (256, 512), fit="crop")

@@ -1,4 +1,5 @@
 """Config loading: defaults, YAML, dotlist overrides, unknown keys and bad values."""
+import re
 import pytest
 from omegaconf import OmegaConf
 
@@ -105,8 +106,12 @@ def test_every_shipped_config_loads(path):
     from fffvdi.train.config import TrainConfig
 
     schema = TrainConfig if path.name.startswith("train") else InferenceConfig
-    cfg = load_config(schema, path)
-    assert cfg is not None
+    required = sorted(OmegaConf.missing_keys(OmegaConf.load(path)))  # `???`: values the user must pass
+    if required:
+        with pytest.raises(ConfigError, match=" and ".join(re.escape(k) for k in required)):
+            load_config(schema, path)  # one line naming every required key, before anything runs
+    cfg = load_config(schema, path, [f"{k}=/weights/file.pth" for k in required])
+    assert cfg is not None and all(OmegaConf.select(cfg, k) == "/weights/file.pth" for k in required)
 
 
 def test_training_has_no_model_dtype_key():

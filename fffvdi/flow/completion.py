@@ -1,4 +1,5 @@
-"""Weight-free completion of optical flow inside masks (holes), pluggable for a learned completer later.
+"""Completion of optical flow inside masks (holes): weight-free completers and ProPainter's learned network
+(`propainter`, the FFF-VDI release's choice; `fffvdi.flow.propainter`), behind one interface.
 
 Which pixels are holes: a flow is a field on the pixel grid of its *source* frame, so
 `flows_fw[:, t]` (t -> t+1) is unreliable where frame t is masked and `flows_bw[:, t]`
@@ -6,13 +7,14 @@ Which pixels are holes: a flow is a field on the pixel grid of its *source* fram
 the other frame's mask: that mask lives in the other frame's geometry, and tracing
 (fffvdi/flow/trace.py) never lands a point inside a hole anyway. We dilate the hole
 by `dilation` pixels (default 8) because estimators smear the object's motion across its
-boundary: RAFT predicts at 1/8 resolution, DIS (medium) matches 12-pixel patches.
+boundary: RAFT predicts at 1/8 resolution, DIS (medium) matches 12-pixel patches. The
+propainter completer does not dilate (dilation 0): the release feeds the network the masks as given.
 """
 from __future__ import annotations
 
 import functools
 from abc import ABC, abstractmethod
-from typing import Callable
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
@@ -22,6 +24,7 @@ from einops import rearrange
 
 from fffvdi.errors import ConfigError, InputError, one_of
 from fffvdi.flow.membrane import STEPS, solve_in_hole
+from fffvdi.flow.propainter import load_propainter
 
 
 def flow_holes(masks: torch.Tensor, backward: bool = False, dilation: int = 0) -> torch.Tensor:
@@ -230,17 +233,44 @@ class EdgeAwareCompleter(FlowCompleter):
         return out
 
 
+class ProPainterCompleter(FlowCompleter):
+    """ProPainter's learned recurrent completion (`fffvdi.flow.propainter`, the FFF-VDI release's choice): each
+    direction is completed as a whole sequence, inside the holes as given (no dilation), from `weights`."""
+
+    def __init__(self, weights: Optional[str] = None) -> None:
+        super().__init__(dilation=0)  # the network was trained on the masks themselves
+        self.net = load_propainter(weights)
+
+    def complete_pair(
+        self, flows_fw: torch.Tensor, flows_bw: torch.Tensor, masks: torch.Tensor, frames: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The release's bidirectional completion and combination; `frames` is unused."""
+        return self.net.complete_pair(flows_fw, flows_bw, masks)
+
+    def complete_flows(self, flows: torch.Tensor, masks: torch.Tensor, backward: bool = False) -> torch.Tensor:
+        """One direction of `complete_pair`: backward flows run time-reversed, as the release does."""
+        if flows.ndim != 5 or masks.ndim != 5 or flows.shape[1] != masks.shape[1] - 1:
+            raise InputError(f"complete_flows needs flows [B, F-1, 2, H, W] and masks [B, F, 1, H, W], "
+                             f"got {tuple(flows.shape)} and {tuple(masks.shape)}")
+        return self.net.complete_combined(flows, flow_holes(masks, backward), reverse=backward)
+
+    def _fill(self, flows: torch.Tensor, holes: torch.Tensor) -> torch.Tensor:
+        """`fill` hands over images without their clip: each is completed as a one-frame sequence."""
+        return self.net.complete_combined(flows[:, None], holes[:, None])[:, 0]
+
+
 # flow.completion -> completer class (keyword arguments go to its constructor)
 FLOW_COMPLETERS: dict[str, Callable[..., FlowCompleter]] = {
     "smooth": SmoothCompleter,  # default, torch
     "edge_aware": EdgeAwareCompleter,  # guided, scipy
     "cv2_inpaint": CV2InpaintCompleter,  # OpenCV Navier-Stokes
     "telea": functools.partial(CV2InpaintCompleter, method="telea"),
+    "propainter": ProPainterCompleter,  # learned, needs weights= (flow.completion_weights)
 }
 
 
 def build_flow_completer(name: str = "smooth", **kwargs) -> FlowCompleter:
-    """Factory over `FLOW_COMPLETERS`: 'smooth' (default) | 'edge_aware' | 'cv2_inpaint' | 'telea'."""
+    """Factory over `FLOW_COMPLETERS`: 'smooth' (default) | 'edge_aware' | 'cv2_inpaint' | 'telea' | 'propainter'."""
     key = name.lower()
     if key not in FLOW_COMPLETERS:
         raise ConfigError(f"flow.completion={name!r} is unknown; use {one_of(FLOW_COMPLETERS)}")

@@ -18,12 +18,20 @@ class Placement:
     box: tuple[int, int, int, int]  # (top, left, height, width) of the resized content on the canvas
 
 
-def plan_placement(src_size: tuple[int, int], canvas: tuple[int, int]) -> Placement:
-    """Largest aspect-preserving size that fits in the canvas, centred; the rest is padding (never cropped)."""
+FITS = ("keep", "stretch")  # window.fit: keep the aspect ratio and pad | stretch onto the canvas (the release)
+
+
+def plan_placement(src_size: tuple[int, int], canvas: tuple[int, int], fit: str = "keep") -> Placement:
+    """Largest aspect-preserving size that fits in the canvas, centred, the rest padding (never cropped); with
+    `fit="stretch"` the frame fills the whole canvas whatever its aspect ratio (as the FFF-VDI release does)."""
     h, w = src_size
     ch, cw = canvas
     if ch % 8 or cw % 8:
         raise ValueError(f"canvas {ch}x{cw} must be a multiple of 8 (64 recommended)")
+    if fit not in FITS:
+        raise ValueError(f"window.fit={fit!r} is unknown; use one of {', '.join(FITS)}")
+    if fit == "stretch":
+        return Placement((h, w), (ch, cw), (0, 0, ch, cw))
     scale = min(ch / h, cw / w)
     rh, rw = min(ch, max(1, round(h * scale))), min(cw, max(1, round(w * scale)))
     top, left = (ch - rh) // 2, (cw - rw) // 2

@@ -8,12 +8,14 @@ from fffvdi.config import DTYPES, check_choices, device_problem
 from fffvdi.errors import ConfigError
 from fffvdi.flow.completion import FLOW_COMPLETERS
 from fffvdi.flow.estimators import FLOW_ESTIMATORS
+from fffvdi.flow.weights import flow_weight_problems
+from fffvdi.inpaint.canvas import FITS
 from fffvdi.inpaint.conditioner import CLIP_SOURCES
 from fffvdi.inpaint.methods import METHODS
 from fffvdi.inpaint.pipeline import ATTENTIONS, FILL_SOURCES, OFFLOADS
 from fffvdi.inpaint.region import REGIONS
 from fffvdi.io.masks import MASK_MODES, RESIZE_MODES
-from fffvdi.models.propagation import PROPAGATION_MODULES
+from fffvdi.models.propagation import FLOW_UNITS, PROPAGATION_MODULES
 from fffvdi.propagate.pixels import COMBINE
 from fffvdi.propagate.video import BLEND
 
@@ -22,6 +24,7 @@ CHOICES = {
     "method": ("auto", *METHODS),
     "model.dtype": tuple(DTYPES),
     "model.propagation.arch": PROPAGATION_MODULES,  # registries are read live: a module registered later counts
+    "model.propagation.flow_units": (None, *FLOW_UNITS),
     "flow.method": FLOW_ESTIMATORS,
     "flow.completion": FLOW_COMPLETERS,
     "mask.resize": RESIZE_MODES,
@@ -29,6 +32,7 @@ CHOICES = {
     "sampling.clip_source": CLIP_SOURCES,
     "sampling.fill_source": FILL_SOURCES,
     "window.region": REGIONS,
+    "window.fit": FITS,
     "memory.offload": OFFLOADS,
     "memory.attention": ATTENTIONS,
     "propagate.combine": COMBINE,
@@ -93,6 +97,9 @@ def check_inference_config(cfg) -> None:
             f"window.overlap={w.overlap} must be smaller than window.num_frames={w.num_frames}; lower the overlap",
             key="window.overlap",
         )
+    missing = flow_weight_problems(cfg.flow) if cfg.method != "telea" else {}  # telea uses no flows
+    if missing:
+        raise ConfigError("; ".join(missing.values()), key=next(iter(missing)))
     problem = device_problem(cfg.model.device) if cfg.method == "fffvdi" else None  # only diffusion uses it
     if problem is not None:
         raise ConfigError(f"model.device={problem}", key="model.device")

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from fffvdi.flow.completion import build_flow_completer
 from fffvdi.flow.estimators import build_flow_estimator
-from fffvdi.flow.resize import resize_flows_and_masks
+from fffvdi.flow.resize import release_latent_inputs, resize_flows_and_masks
 from fffvdi.propagate.pixels import propagate_clip
 
 CLIP_SOURCES = ("masked", "filled", "raw")  # the image CLIP embeds (see clip_source_image)
@@ -28,7 +28,9 @@ def build_flow_fn(flow_cfg: DictConfig, device: torch.device):
     kwargs = {}
     if flow_cfg.method.startswith("raft"):
         kwargs = dict(weights_path=flow_cfg.raft_weights, iters=flow_cfg.raft_iters, device=device)
-    return build_flow_estimator(flow_cfg.method, **kwargs), build_flow_completer(flow_cfg.completion)
+    estimator = build_flow_estimator(flow_cfg.method, **kwargs)
+    weights = dict(weights=flow_cfg.get("completion_weights")) if flow_cfg.completion == "propainter" else {}
+    return estimator, build_flow_completer(flow_cfg.completion, **weights)  # propainter: the only one with weights
 
 
 def clip_source_image(
@@ -87,17 +89,20 @@ class Conditioner:
         self.c, self.device, self.dtype, self.chunk = components, device, dtype, int(chunk)
         self.flow_fn, self.completer = build_flow_fn(flow_cfg, device)
         self.on_device = on_device or stay
+        self.flow_units = getattr(components.unet, "flow_units", "cells")  # how the UNet wants latent-size flows
 
     def complete_flows(self, flows_fw: torch.Tensor, flows_bw: torch.Tensor, masks: torch.Tensor) -> tuple:
         """Complete pixel flows `[B, F-1, 2, H, W]` inside `masks [B, F, 1, H, W]`; also return them at latent size.
 
-        Returns (flows_fw, flows_bw) completed, then (flows_fw, flows_bw, masks) at latent resolution, flows
-        rescaled to latent pixels and masks resized with nearest.
+        Returns (flows_fw, flows_bw) completed, then (flows_fw, flows_bw, masks) at latent resolution as the
+        propagation module's `flow_units` asks: cells (flows rescaled to latent cells, masks at cell centres) or
+        pixels (the release's: flows left in image pixels, masks at cells' top-left pixels).
         """
         flows_fw, flows_bw = self.completer.complete_pair(flows_fw.float(), flows_bw.float(), masks)
         lat_size = (masks.shape[-2] // self.c.vae_scale_factor, masks.shape[-1] // self.c.vae_scale_factor)
-        flows_fw_l, masks_l = resize_flows_and_masks(flows_fw, masks, lat_size)
-        flows_bw_l, _ = resize_flows_and_masks(flows_bw, None, lat_size)
+        resize = release_latent_inputs if self.flow_units == "pixels" else resize_flows_and_masks
+        flows_fw_l, masks_l = resize(flows_fw, masks, lat_size)
+        flows_bw_l, _ = resize(flows_bw, None, lat_size)
         return flows_fw, flows_bw, flows_fw_l, flows_bw_l, masks_l
 
     @torch.no_grad()

@@ -40,6 +40,9 @@ class WindowConfig:
     height: Optional[int] = None  # model canvas height (multiple of 64); frames are resized to fit, aspect kept, then
     #   padded. None: the training size stored beside model.checkpoint (its run's config.yaml), else 576
     width: Optional[int] = None  # model canvas width (multiple of 64); None: as height, else 1024
+    fit: str = "keep"  # keep (resize with the aspect ratio kept, pad the rest: nothing is distorted) | stretch
+    #   (resize onto the whole canvas whatever the aspect, as the FFF-VDI release does: a 16:9 input on 512x256 is
+    #   widened by 12.5 % for the model and narrowed back afterwards)
     num_frames: int = 25  # frames per window (25 for SVD-XT, 14 for SVD)
     overlap: int = 4  # frames shared by consecutive windows, cross-faded in pixels
     decode_chunk_size: int = 8  # frames decoded by the VAE at once (lower = less memory)

@@ -84,8 +84,8 @@ class FFFVDIPipeline:
             return frames.copy()
         num_frames = frames.shape[0]
 
-        # 1. Preprocess: fit onto the model canvas (aspect kept, padded), masks with nearest.
-        place = plan_placement(frames.shape[1:3], (cfg.window.height, cfg.window.width))
+        # 1. Preprocess: fit onto the model canvas (aspect kept and padded, or stretched), masks with nearest.
+        place = plan_placement(frames.shape[1:3], (cfg.window.height, cfg.window.width), cfg.window.fit)
         video = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2)[None].float() / 127.5 - 1  # [1, F, 3, H, W]
         hole = torch.from_numpy(masks.astype(np.float32)).to(self.device)[None, :, None]  # [1, F, 1, H, W]
         video_c = to_canvas(video, place)  # [1, F, 3, h8, w8] on the canvas

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 FIELDS = ("z_mean", "z_std", "c_mean", "c_std", "embeds", "flows_fw", "flows_bw", "masks")
 
@@ -66,12 +66,14 @@ class ConditioningCache:
         return enc if enc is not None else self.save(key, encode())
 
 
-def cache_settings(cfg: DictConfig) -> dict[str, Any]:
-    """Everything besides the clip that changes its encoding (part of every cache key)."""
+def cache_settings(cfg: DictConfig, flow_units: str) -> dict[str, Any]:
+    """Everything besides the clip that changes its encoding (part of every cache key); `flow_units` is the UNet
+    propagation module's (a checkpoint's saved module may differ from the config's)."""
     t = cfg.train
     return dict(pretrained=cfg.model.pretrained, checkpoint=cfg.model.checkpoint, variant=cfg.model.variant,
                 weight_dtype=t.weight_dtype, mixed_precision=t.mixed_precision, flow=cfg.flow.method,
                 completion=cfg.flow.completion, raft=cfg.flow.raft_weights, iters=cfg.flow.raft_iters,
+                completion_weights=OmegaConf.select(cfg, "flow.completion_weights"), flow_units=flow_units,
                 clip_source=t.clip_source, starts=num_starts(cfg), version=1)
 
 

@@ -11,12 +11,14 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from fffvdi.data.youtube_vos import RESIZE_METHODS
 from fffvdi.errors import ConfigError
 from fffvdi.flow.completion import FLOW_COMPLETERS
 from fffvdi.flow.estimators import FLOW_ESTIMATORS
+from fffvdi.flow.weights import flow_weight_problems
 from fffvdi.inpaint.conditioner import CLIP_SOURCES
 from fffvdi.models.loading import check_model_source
-from fffvdi.models.propagation import PROPAGATION_MODULES
+from fffvdi.models.propagation import FLOW_UNITS, PROPAGATION_MODULES
 from fffvdi.train.logs import REPORT_TO
 from fffvdi.train.lora import check_targets_before_loading
 from fffvdi.train.setup import LR_SCHEDULERS, MIXED_PRECISIONS, OPTIMIZERS, WEIGHT_DTYPES, optimizer_problem
@@ -30,11 +32,13 @@ CHOICES = {  # closed choices of the schema, from their implementations
     "optim.name": OPTIMIZERS,
     "logging.report_to": REPORT_TO,
     "model.propagation.arch": PROPAGATION_MODULES,  # registries are read live: a module registered later counts
+    "model.propagation.flow_units": (None, *FLOW_UNITS),
     "flow.method": FLOW_ESTIMATORS,
     "flow.completion": FLOW_COMPLETERS,
     "model.device": None,  # checked below: auto | cpu | cuda | cuda:N
     "optim.lr_scheduler": LR_SCHEDULERS,
     "train.clip_source": CLIP_SOURCES,
+    "data.resize": RESIZE_METHODS,
 }
 AT_LEAST = {  # numeric lower bounds
     "train.max_steps": 1, "train.batch_size": 1, "train.gradient_accumulation_steps": 1, "train.vae_chunk_size": 1,
@@ -115,6 +119,9 @@ def check_train_config(cfg: Any) -> None:
     for key, (value, what) in paths.items():
         if value is not None and not Path(value).expanduser().exists():
             _fail(key, value, f"not found; pass {what}")
+    missing = flow_weight_problems(cfg.flow)
+    if missing:
+        raise ConfigError("; ".join(missing.values()), key=next(iter(missing)))
     if not (Path(cfg.data.root) / "JPEGImages").is_dir():
         _fail("data.root", cfg.data.root, "has no JPEGImages/ folder; see datasets/README.md for the layout")
     out = Path(cfg.checkpoint.output_dir)

@@ -63,7 +63,7 @@ def train(cfg: DictConfig) -> TrainResult:
     # With train.offload_frozen the VAE/CLIP visit the GPU only to encode; data.cache_dir encodes each clip draw once.
     conditioner = Conditioner(components, cfg.flow, accelerator.device, weight_dtype, t.vae_chunk_size,
                               offloader(accelerator.device) if t.offload_frozen else None)
-    cache = ConditioningCache(cfg.data.cache_dir, cache_settings(cfg)) if cfg.data.cache_dir else None
+    cache = ConditioningCache(cfg.data.cache_dir, cache_settings(cfg, conditioner.flow_units)) if cfg.data.cache_dir else None
     pipe = FFFVDIPipeline(components, inference_config(cfg), accelerator.device, weight_dtype)
     accelerator.init_trackers("fffvdi", config=flat_config(cfg))
 
