@@ -2,6 +2,7 @@
 dataset clip), and `validation/step-N.mp4` (masked input | result | ground truth) rendered by the pipeline."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from fffvdi.config import MaskConfig
+from fffvdi.config import FlowConfig, MaskConfig
 from fffvdi.inpaint.config import InferenceConfig
 from fffvdi.io import MaskSource, open_video, write_video
 from fffvdi.train.data import build_clip_dataset
@@ -21,7 +22,7 @@ logger = logging.getLogger("fffvdi.train")
 def inference_config(cfg: DictConfig) -> DictConfig:
     """InferenceConfig matching the training setup (canvas = data.size, same micro-conditioning and clip source)."""
     v, t = cfg.validation, cfg.train
-    flow = {k: cfg.flow[k] for k in ("method", "raft_weights", "raft_iters", "completion")}
+    flow = {f.name: cfg.flow[f.name] for f in dataclasses.fields(FlowConfig)}  # the training flows, weights included
     sampling = dict(num_steps=v.num_steps, min_guidance_scale=v.min_guidance_scale, max_guidance_scale=v.max_guidance_scale,
                     fps=t.fps, motion_bucket_id=t.motion_bucket_id, noise_aug_strength=v.noise_aug_strength,
                     clip_source=t.clip_source, first_frame_filling=v.first_frame_filling, seed=v.seed)
