@@ -93,3 +93,48 @@ def test_official_config_stops_before_anything_is_written_without_both_weight_fi
         train_tiny(overrides, f"checkpoint.output_dir={out}", "flow.raft_weights=/nope/raft-things.pth",
                    "flow.completion_weights=/nope/rfc.pth", config=OFFICIAL)
     assert not out.exists()
+
+
+def test_inference_official_yaml_runs_the_release_choices(inputs, tiny_svd_dir, tmp_path, monkeypatch):
+    """configs/inference_official.yaml on the tiny model: raw frame 0 for CLIP, fps id 6, no first-frame filling,
+    box masks without dilation, frames stretched onto the canvas, RAFT + propainter, the official module."""
+    import cv2
+    import numpy as np
+
+    import fffvdi.inpaint.pipeline as pipeline
+    from conftest import load_script
+    from fffvdi.models.unet import FFFVDIUNet
+
+    _, _, weights = inputs
+    torch.manual_seed(0)
+    FFFVDIUNet.from_pretrained(tiny_svd_dir, subfolder="unet", propagation=dict(arch="official", identity_init=False)
+                               ).save_pretrained(tmp_path / "ckpt")
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):  # 48x80 frames (5:3), stretched onto the 2:1 canvas
+        cv2.imwrite(str(tmp_path / "frames" / f"{i:05d}.png"), rng.integers(0, 255, (48, 80, 3), dtype=np.uint8))
+        mask = np.zeros((48, 80), np.uint8)
+        mask[10:20, 20 + i : 30 + i] = 255
+        mask[30, 60] = 255  # a stray pixel: box mode turns the frame's mask into one box covering both
+        cv2.imwrite(str(tmp_path / "masks" / f"{i:05d}.png"), mask)
+    seen = {}
+    real_clip, real_cond = pipeline.clip_source_image, pipeline.svd_conditioning
+    monkeypatch.setattr(pipeline, "clip_source_image", lambda src, v, m, *a: seen.update(clip=src, canvas=v.shape,
+                                                                                         holes=m.clone()) or real_clip(src, v, m, *a))
+    monkeypatch.setattr(pipeline, "svd_conditioning", lambda *a, **k: seen.update(fps=a[3]) or real_cond(*a, **k))
+    monkeypatch.setattr(pipeline, "fill_first_frame_noise", lambda *a, **k: pytest.fail("the release has no filling"))
+    out = tmp_path / "out"
+    code = load_script("inference").main([
+        "--video", str(tmp_path / "frames"), "--mask", str(tmp_path / "masks"), "--output", str(out),
+        "--config", "configs/inference_official.yaml", "--checkpoint", str(tmp_path / "ckpt"),
+        f"model.pretrained={tiny_svd_dir}", "model.dtype=float32", "model.device=cpu", "sampling.num_steps=2",
+        "window.height=64", "window.width=128", "window.num_frames=6", "flow.raft_weights=random", "flow.raft_iters=1",
+        f"flow.completion_weights={weights}"])
+    assert code == 0 and len(list((out / "frames").glob("*.png"))) == 6
+    assert seen["clip"] == "raw" and seen["fps"] == 6
+    assert seen["canvas"][-2:] == (64, 128)  # 48x80 stretched onto 64x128: no padding
+    hole = seen["holes"][0, 0, 0]  # frame 0 on the canvas: one box from row 10 to 30 and column 20 to 60, scaled
+    rows, cols = hole.any(1).nonzero()[:, 0], hole.any(0).nonzero()[:, 0]
+    assert hole[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].all()  # a filled box, not dilated beyond its corners
+    assert abs(int(rows[0]) - round(10 * 64 / 48)) <= 1 and abs(int(cols[-1]) - round(60 * 128 / 80)) <= 2
