@@ -141,7 +141,7 @@ def test_first_frame_of_a_pass_starts_from_its_own_feature():
     for arch, expect_input in (("official", True), ("light", False)):
         m = DeformableNoiseAlignment(C, hidden=C, arch=arch, deform_groups=GROUPS, identity_init=False)
         seen = []
-        m.fusion.register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+        m.fusion.register_forward_hook(lambda mod, args, out, seen=seen: seen.append(args[0]))
         with torch.no_grad():
             for d in ("bwd", "fwd"):
                 m.backbone[d][2].weight.zero_()

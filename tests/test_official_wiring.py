@@ -84,7 +84,7 @@ def test_one_official_step_wires_masks_raft_completion_and_pixel_flows(inputs, m
 
 
 def test_official_config_stops_before_anything_is_written_without_both_weight_files(inputs):
-    base, overrides, weights = inputs
+    base, overrides, _ = inputs
     out = base / "never"
     with pytest.raises(ConfigError, match=r"flow\.completion_weights and flow\.raft_weights"):
         train_tiny(overrides, f"checkpoint.output_dir={out}", config=OFFICIAL)
