@@ -7,7 +7,8 @@ Run a method, save its frames to OUT/results/<video>/ and score them (resumable)
 
 ROOT holds JPEGImages/<video>/*.jpg (or JPEGImages_432_240/) and test_masks/<video>/*.png (a synthetic
 set in this layout: python scripts/make_synthetic_dataset.py OUT --eval). Frames are
-resized to --size (W x H, default 432x240, bilinear), masks nearest, > 0, dilated (3x3 cross, 4x);
+resized to --size (W x H, default 432x240, bilinear) whatever their aspect ratio, masks alike (nearest; they
+must be at the frames' size or aspect ratio, or at --size already), > 0, dilated (3x3 cross, 4x);
 predictions are composited inside the mask. Writes OUT/per_video.csv, OUT/per_frame.csv,
 OUT/summary.json and prints a table (E_warp in units of 1e-3). A rerun with the same settings
 skips finished videos; different settings in an existing OUT need --overwrite.

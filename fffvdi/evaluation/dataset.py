@@ -6,7 +6,8 @@ Videos are those with a `test_masks/` folder (ProPainter's `TestDataset` lists t
 the ids in a list file.
 
 Protocol (ProPainter `core/dataset.py::TestDataset`, E2FGVI likewise): RGB frames resized to
-432x240 (W x H) with `cv2.resize(..., INTER_LINEAR)`; masks resized with nearest neighbour,
+432x240 (W x H) with `cv2.resize(..., INTER_LINEAR)` whatever their aspect ratio; masks resized to the same
+size with nearest neighbour (they must fit the source frames' aspect ratio or be at 432x240 already),
 binarised `> 0`, dilated with a 3x3 cross 4 times. Both projects distribute the test sets already
 at 432x240, so their resize is a no-op; ours matters only for full-resolution copies. Differences:
 we binarise before the nearest resize (the two commute) and take the max over colour channels
@@ -23,6 +24,8 @@ import numpy as np
 
 from fffvdi.errors import InputError
 from fffvdi.io import MaskSource, list_images, natural_key
+from fffvdi.io.images import check_image_sizes, check_unique_stems
+from fffvdi.io.masks import same_aspect
 from fffvdi.io.video import read_id_list, read_image
 
 FRAME_DIRS = ("JPEGImages", "JPEGImages_432_240")  # first that exists wins
@@ -94,20 +97,37 @@ def _resize_rgb(img: np.ndarray, size: Optional[tuple[int, int]]) -> np.ndarray:
     return cv2.resize(img, tuple(size), interpolation=cv2.INTER_LINEAR)
 
 
+def _check_mask_size(name: str, folder: Path, native: tuple[int, int], target: tuple[int, int]) -> None:
+    """Masks must fit the source frames (same aspect ratio) or be at the evaluation size already (ProPainter's
+    432x240 test_masks next to full-resolution DAVIS frames); anything else was drawn for other frames."""
+    files = list_images(folder) if folder.is_dir() else []
+    if not files:
+        return  # MaskSource names the problem
+    mh, mw = check_image_sizes(files, "mask")
+    if (mh, mw) == target or same_aspect((mh, mw), native):
+        return
+    raise InputError(
+        f"video {name!r}: mask {files[0]} is {mh}x{mw} (HxW) but its frames are {native[0]}x{native[1]}, another "
+        f"aspect ratio; give masks drawn for these frames (same size as the frames, or {target[1]}x{target[0]} WxH)"
+    )
+
+
 def load_eval_video(
     root: str | Path, name: str, size: Optional[tuple[int, int]] = DEFAULT_SIZE, dilate: int = DEFAULT_DILATE
 ) -> EvalVideo:
-    """Read one test video: frames resized to `size` (W, H), masks resized (nearest), `> 0`, dilated."""
+    """Read one test video: frames resized to `size` (W, H), masks resized alike (nearest), `> 0`, dilated."""
     root = Path(root)
     files = list_images(frames_root(root) / name)
     if not files:
         raise InputError(f"video {name!r} has no frames in {frames_root(root) / name}; expected *.jpg/*.png")
-    imgs = [_resize_rgb(cv2.cvtColor(read_image(f), cv2.COLOR_BGR2RGB), size) for f in files]
-    if len({im.shape for im in imgs}) > 1:
-        raise InputError(f"video {name!r} has frames of different sizes; resize them to one size or pass --size")
-    frames = np.stack(imgs)  # [F, H, W, 3]
-    h, w = frames.shape[1:3]
-    masks = MaskSource(root / MASK_DIR / name, len(files), (h, w), threshold=0, dilate=dilate, resize="nearest")
+    check_unique_stems(files, "frame")
+    native = check_image_sizes(files, "frame")  # (H, W) before resizing; every frame's header, before any decoding
+    target = native if size is None else (size[1], size[0])
+    _check_mask_size(name, root / MASK_DIR / name, native, target)
+    frames = np.stack([_resize_rgb(cv2.cvtColor(read_image(f), cv2.COLOR_BGR2RGB), size) for f in files])
+    # stretch: masks follow the frames to the evaluation size even when that changes the aspect ratio (the protocol
+    # resizes both to 432x240); _check_mask_size has already refused masks drawn for other frames
+    masks = MaskSource(root / MASK_DIR / name, len(files), target, threshold=0, dilate=dilate, resize="stretch")
     try:
         mask_arr = masks.read(0, len(files))
     finally:
@@ -129,6 +149,7 @@ def read_result_frames(results_root: str | Path, video: EvalVideo) -> np.ndarray
     if not folder.is_dir():
         raise InputError(f"no results for video {video.name!r}: {folder} is missing; produce it or drop the video from the list")
     files = list_images(folder)
+    check_unique_stems(files, "result")  # else one stem would silently shadow the other
     by_stem = {f.stem: f for f in files}
     wanted = [Path(n).stem for n in video.frame_names]
     if all(s in by_stem for s in wanted):

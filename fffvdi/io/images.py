@@ -47,3 +47,19 @@ def check_image_sizes(files: list[Path], what: str) -> tuple[int, int]:
                 f"resize all {what}s to one size"
             )
     return first
+
+
+def check_unique_stems(files: list[Path], what: str) -> None:
+    """InputError if two files share a stem (`00000.jpg` and `00000.png`): each would count as its own frame."""
+    seen: dict[str, Path] = {}
+    dups: list[str] = []
+    for file in files:
+        if file.stem in seen:
+            dups.append(f"{seen[file.stem].name}/{file.name}")
+        seen.setdefault(file.stem, file)
+    if dups:
+        shown = ", ".join(dups[:3]) + (f" and {len(dups) - 3} more" if len(dups) > 3 else "")
+        raise InputError(
+            f"{what} folder {files[0].parent} has {len(dups)} {what}s under two extensions ({shown}), each counted "
+            f"twice; keep one extension per {what} (move the other files out of the folder)"
+        )

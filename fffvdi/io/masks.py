@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from fffvdi.errors import ConfigError, InputError
+from fffvdi.io.images import check_unique_stems
 from fffvdi.io.video import IMAGE_EXTS, VIDEO_EXTS, VideoSource, check_exists, list_images, read_image
 
 RESIZE_MODES = ("nearest", "stretch", "error")  # nearest: same aspect only; stretch: any aspect; error: no resize
@@ -95,6 +96,7 @@ class MaskSource:
                 raise InputError(
                     f"no masks in folder {self.path}; it needs {'/'.join(e[1:] for e in IMAGE_EXTS)} images"
                 )
+            check_unique_stems(self._files, "mask")  # else counted twice: "40 masks but the video has 80 frames"
             count = len(self._files)
         elif self.path.suffix.lower() in IMAGE_EXTS:
             self._files, count = [self.path], 1

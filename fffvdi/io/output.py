@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -17,6 +18,7 @@ DEFAULT_CRF = 17  # libx264 constant rate factor: visually lossless, files still
 # Frames-folder names that say nothing about the video: the default output takes the parent's name instead.
 GENERIC_FOLDERS = {"frames", "images", "imgs", "img", "jpegimages", "rgb", "color", "input", "inputs", "video"}
 OVERLAY = np.array([255, 64, 64], np.float32)  # mask colour in masked_input.mp4
+logger = logging.getLogger(__name__)
 
 
 def video_name(video: str | Path) -> str:
@@ -77,6 +79,11 @@ class _Mp4Encoder:
         )
         self._gen.send(None)  # start ffmpeg
 
+    @property
+    def padded(self) -> tuple[int, int] | None:
+        """The (W, H) the mp4 stores when it differs from the frames' (an odd side), else None."""
+        return (self.size[1] + self.pad[1], self.size[0] + self.pad[0]) if any(self.pad) else None
+
     def send(self, frame: np.ndarray) -> None:
         """Encode one uint8 [H, W, 3] RGB frame."""
         if any(self.pad):
@@ -90,11 +97,26 @@ class _Mp4Encoder:
             self._gen = None
 
 
+def note_padding(encoders: dict[str, _Mp4Encoder], exact: str = "") -> None:
+    """Say in one line which mp4s got an odd side padded to even, so a size differing from the input's is no surprise
+    (`exact`: what keeps the exact size, e.g. the PNG frames)."""
+    padded = {name: enc.padded for name, enc in encoders.items() if enc.padded}
+    if not padded:
+        return
+    h, w = next(enc.size for enc in encoders.values() if enc.padded)
+    sizes = ", ".join(f"{name} {pw}x{ph}" for name, (pw, ph) in padded.items())
+    # yuv444p would keep odd sides, but Safari, QuickTime, Firefox and hardware decoders refuse H.264 in 4:4:4
+    logger.info(
+        "note: frames of %dx%d (WxH) have an odd side, which H.264 in yuv420p (what all common players play) cannot "
+        "store, so the mp4 repeats edge pixels: %s%s", w, h, sizes, f"; {exact}" if exact else ""
+    )
+
+
 class VideoWriter:
     """Writes frames in order, chunk by chunk: PNGs named after the input frames and/or one mp4.
 
     Layout: `<out_dir>/<frames_dirname>/<stem>.png` and `<out_dir>/<mp4_name>`. The frame size is
-    taken from the first chunk. PNGs keep the exact size; the mp4 pads odd sides by one pixel.
+    taken from the first chunk. PNGs keep the exact size; the mp4 pads odd sides by one pixel (logged once).
     """
 
     def __init__(
@@ -137,6 +159,7 @@ class VideoWriter:
             self.size = size
             if self.mp4_path is not None:
                 self._mp4 = _Mp4Encoder(self.mp4_path, size, self.fps, self.crf)
+                note_padding({self.mp4_path.name: self._mp4}, "the PNGs keep the exact size" if self.frames_dir else "")
         elif size != self.size:
             raise ValueError(f"frame size {size} differs from the first chunk's {self.size}")
         for frame, name in zip(frames, names):
@@ -192,6 +215,7 @@ def write_video(path: str | Path, frames: np.ndarray | Iterable[np.ndarray], fps
             _check_frames(frame[None])
             if enc is None:
                 enc = _Mp4Encoder(out, frame.shape[:2], fps, crf)
+                note_padding({out.name: enc})
             elif frame.shape[:2] != enc.size:
                 raise ValueError(f"frame size {frame.shape[:2]} differs from the first frame's {enc.size}")
             enc.send(frame)
@@ -221,7 +245,8 @@ def encode_outputs(
     chunk: int = 16,
 ) -> None:
     """Write inpainted.mp4 / masked_input.mp4 / comparison.mp4 from `out_dir/frames` PNGs and the input
-    (`read_frames(start, stop)`, `read_masks(start, stop)`), `chunk` frames at a time (bounded memory)."""
+    (`read_frames(start, stop)`, `read_masks(start, stop)`), `chunk` frames at a time (bounded memory); odd sides
+    are padded to even, said in one log line (`note_padding`)."""
     targets = {"inpainted.mp4": inpainted, "masked_input.mp4": masked_input, "comparison.mp4": comparison}
     encoders: dict[str, _Mp4Encoder] = {}
     need_input = masked_input or comparison
@@ -245,6 +270,8 @@ def encode_outputs(
                     encoders[name] = _Mp4Encoder(out_dir / name, frames.shape[1:3], fps)
                 for frame in frames:
                     encoders[name].send(frame)
+            if start == 0:
+                note_padding(encoders, "the PNGs in frames/ keep the exact size")  # one line for all, once every one is open
     finally:
         for enc in encoders.values():
             enc.close()

@@ -13,7 +13,7 @@ import imageio_ffmpeg
 import numpy as np
 
 from fffvdi.errors import InputError
-from fffvdi.io.images import check_image_sizes, read_image
+from fffvdi.io.images import check_image_sizes, check_unique_stems, read_image
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv")
@@ -140,6 +140,7 @@ class VideoSource:
                 raise InputError(
                     f"no frames in folder {self.path}; it needs {'/'.join(e[1:] for e in IMAGE_EXTS)} images"
                 )
+            check_unique_stems(self._files, "frame")  # `0.jpg` and `0.png` would be two frames: one input, twice
             self.names = [p.name for p in self._files]
             self.fps = float(fps) if fps is not None else DEFAULT_FPS
             check_image_sizes(self._files, "frame")  # every frame, before any work: a bad one fails now
