@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from fffvdi.app.commands import (
-    RunSettings, box_annotation, box_from_clicks, brush_annotation, inference_step, save_annotation, tracking_step,
-    zip_frames,
+    RunSettings, box_annotation, box_from_clicks, brush_annotation, clicked_pixel, inference_step, save_annotation,
+    tracking_step, zip_frames,
 )
 from fffvdi.app.jobs import CANCELLED, DONE, FAILED, Job, JobQueue, Step, error_line
 from fffvdi.app.session import SessionStore, extract_frames_zip, upload_suffix
@@ -263,6 +263,38 @@ def test_boxes_from_clicks_and_fields_and_brush_masks():
     for empty in (None, {"layers": []}, {"layers": [np.zeros((32, 48, 4), np.uint8)]}):
         with pytest.raises(InputError, match="nothing is brushed"):
             brush_annotation(empty, (32, 48))
+
+
+def test_clicked_corner_pixels_are_both_inside_the_box():
+    """README's box: clicks on pixels (210, 0) and (345, 99) of the demo frame give 210,0,136,100."""
+    size = (240, 432)
+    first, second = clicked_pixel("210,0", [211, 1], size), clicked_pixel("345,99", [344, 98], size)
+    assert (first, second) == ((210, 0), (345, 99))  # the pixel under the pointer, not Gradio's rounded index
+    assert box_from_clicks(first, second) == box_from_clicks(second, first) == (210, 0, 136, 100)
+    assert clicked_pixel("", [211, 1], size) == (211, 1)  # no pointer reading: Gradio's index
+    assert clicked_pixel(None, (5, 6), size) == (5, 6)
+    assert clicked_pixel("432,-1", [0, 0], size) == (431, 0)  # a pointer on the picture's edge stays in the frame
+
+
+def test_progress_shows_over_the_video_it_fills_not_over_the_status_line_and_downloads(tmp_path):
+    """Run's and Preview's progress overlay covers the result / masks video only: status and downloads stay readable;
+    the frame picture's clicks go through the page's pointer reading (POINTER_JS)."""
+    from fffvdi.app.ui import build_ui
+
+    store, queue = SessionStore(tmp_path / "work"), JobQueue()
+    try:
+        config = build_ui(store, queue).get_config_file()
+    finally:
+        queue.shutdown()
+        store.close_all()
+    names = {c["id"]: c.get("props", {}).get("elem_id") for c in config["components"]}
+    events = {(names.get(d["targets"][0][0]), d["targets"][0][1]): d for d in config["dependencies"] if d["targets"]}
+    for button, video in (("run", "result-video"), ("track", "masks-video")):
+        event = events[(button, "click")]
+        assert "status" in [names[i] for i in event["outputs"]]
+        assert [names[i] for i in event["show_progress_on"] or []] == [video], button
+    select = events[("frame-image", "select")]
+    assert select["js"] and "fffvdiPointer" in select["js"] and len(select["inputs"]) == 2
 
 
 def test_run_settings_are_checked_and_mapped_onto_inference_flags(tmp_path):

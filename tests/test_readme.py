@@ -1,9 +1,10 @@
 """README's offline commands run as written, in order, on a fresh copy of the repository.
 
-Convention: a fenced ```bash block whose opening fence is directly preceded by the line
-`<!-- offline -->` (invisible when rendered) must run offline on CPU exactly as written, in the
-order the blocks appear. Every such command needs an entry in EXPECTED saying what it writes;
-the evaluation commands are also checked against the README table that follows their block.
+Convention: every fenced ```bash block's opening fence is directly preceded by one marker line (invisible when
+rendered): `<!-- offline -->`, the block runs offline on CPU exactly as written, in the order the blocks appear;
+or `<!-- needs: REASON ... -->` with reasons from NEEDS, the block is left out and listed with its reasons.
+Every offline command needs an entry in EXPECTED saying what it writes; the evaluation commands are also
+checked against the README table that follows their block.
 """
 from __future__ import annotations
 
@@ -24,6 +25,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 MARKER = "<!-- offline -->"
+NEEDS_MARKER = re.compile(r"<!-- needs: ([a-z ]+) -->")
+# Why a block cannot run here (offline, on CPU, in a test): the words a `needs:` marker may use.
+NEEDS = {
+    "gpu": "a CUDA GPU",
+    "gpus": "several GPUs or machines (accelerate launch --multi_gpu with 8-16 processes)",
+    "weights": "real weights (SVD-XT, a fine-tuned checkpoint, RAFT, I3D)",
+    "data": "a real dataset (DAVIS, YouTube-VOS) at /data",
+    "network": "the network (pip, the hub)",
+    "server": "a server that runs until stopped (tests/test_app_browser.py drives it)",
+    "suite": "the test suite itself (running it from a test would recurse)",
+}
+# Lines in an offline command's output that read like a failure; the documented demos must not print them.
+ALARMS = ("expect poor results", "No propagation.safetensors")
 # Tokens that mean "fill this in": a marked block must not contain them.
 PLACEHOLDERS = ("CHECKPOINT", "/data/", "$", "...", "DIR", "FILE", "<", ">")
 # What the commands write: left out of the copy so that it starts as a fresh clone would.
@@ -54,6 +68,27 @@ def _table_after(lines: list[str], start: int) -> dict[str, dict[str, str]]:
         return {}
     header = rows[0]
     return {r[0].lower(): dict(zip(header, r)) for r in rows[2:]}  # rows[1] is the |---| rule
+
+
+def left_out_blocks(text: str) -> list[tuple[int, list[str]]]:
+    """(README line, reasons) of every ```bash block marked `needs:`; AssertionError for a block with no marker
+    or an unknown reason."""
+    lines, out = text.splitlines(), []
+    for i, line in enumerate(lines):
+        if line.strip() != "```bash":
+            continue
+        above = lines[i - 1].strip() if i else ""
+        needs = NEEDS_MARKER.fullmatch(above)
+        assert above == MARKER or needs, (
+            f"README.md:{i + 1}: a ```bash block without a marker; put {MARKER} or <!-- needs: REASON ... --> "
+            f"(reasons: {', '.join(NEEDS)}) on the line above it"
+        )
+        if needs:
+            reasons = needs.group(1).split()
+            unknown = [r for r in reasons if r not in NEEDS]
+            assert reasons and not unknown, f"README.md:{i}: unknown reason(s) {unknown}; use {', '.join(NEEDS)}"
+            out.append((i + 1, reasons))
+    return out
 
 
 def offline_commands(text: str) -> list[Command]:
@@ -130,6 +165,21 @@ def _inference(name: str) -> Callable[[Path, Command], None]:
     return check
 
 
+def _masks(out: str, count: int, preview: str) -> Callable[[Path, Command], None]:
+    def check(root: Path, command: Command) -> None:
+        found = len(list((root / out).glob("*.png")))
+        assert found == count, f"{command.text}: {found} masks in {out}, not {count}"
+        assert (root / preview).is_file(), f"{command.text}: no {preview}"
+    return check
+
+
+def _both(*checks: Callable[[Path, Command], None]) -> Callable[[Path, Command], None]:
+    def check(root: Path, command: Command) -> None:
+        for one in checks:
+            one(root, command)
+    return check
+
+
 def _folders(parent: str, count: int) -> Callable[[Path, Command], None]:
     def check(root: Path, command: Command) -> None:
         found = sorted(p for p in (root / parent).iterdir() if p.is_dir()) if (root / parent).is_dir() else []
@@ -179,6 +229,11 @@ def _evaluation(root: Path, command: Command) -> None:
 EXPECTED: list[tuple[str, Callable[[Path, Command], None]]] = [
     (r"scripts/inference\.py .*--method propagate", _inference("demo-propagate")),
     (r"scripts/inference\.py .*configs/inference_tiny\.yaml", _inference("demo-fffvdi")),
+    (r"scripts/inference\.py .*--box \S+ --mask-frame 0 --output results/demo-box$",
+     _both(_inference("demo-box"),
+           _masks("results/demo-box/masks", DEMO_FRAMES, "results/demo-box/masks/masks_preview.mp4"))),
+    (r"scripts/make_masks\.py .*--output results/demo-masks$",
+     _masks("results/demo-masks", DEMO_FRAMES, "results/demo-masks/masks_preview.mp4")),
     (r"scripts/make_tiny_model\.py assets/tiny_svd$", _file("assets/tiny_svd/model_index.json")),
     (r"make_synthetic_dataset\.py data/many --eval --videos 3 ", _folders("data/many/test_masks", 3)),
     (r"scripts/inference\.py --video data/many/JPEGImages ", _batch("results/many-telea", 3, 10)),
@@ -202,9 +257,18 @@ def _expectation(command: Command) -> Callable[[Path, Command], None]:
 # --------------------------------------------------------------------- tests
 
 
+def _left_out_report(text: str) -> str:
+    """One line per block the test does not run: where it is, its first command, why."""
+    lines = text.splitlines()
+    return "\n".join(f"README.md:{line}: {lines[line].strip()!r} needs {'; '.join(NEEDS[r] for r in reasons)}"
+                     for line, reasons in left_out_blocks(text))
+
+
 def test_offline_blocks_are_well_formed():
-    """Fast check of the convention: blocks found, no placeholders, every command has an expectation."""
-    commands = offline_commands(README.read_text(encoding="utf-8"))
+    """Fast check of the convention: every block marked, no placeholders, every command has an expectation."""
+    text = README.read_text(encoding="utf-8")
+    print("README blocks left out:\n" + _left_out_report(text))
+    commands = offline_commands(text)
     assert len(commands) >= 8, f"only {len(commands)} offline commands found; is the {MARKER} marker still there?"
     for command in commands:
         bad = [p for p in PLACEHOLDERS if p in " ".join(_argv(command))]
@@ -219,9 +283,15 @@ def test_parser_joins_continuations_and_reads_the_table_after():
     ])
     commands = offline_commands(text)
     assert [c.text for c in commands] == ["python a.py --x 1  # trailing", "python b.py"]
+    with pytest.raises(AssertionError, match="README.md:14: a ```bash block without a marker"):
+        left_out_blocks(text)  # `python not_marked.py`
     assert [c.line for c in commands] == [5, 8]
     assert _argv(commands[0]) == ["python", "a.py", "--x", "1"]
     assert commands[1].table_after == {"telea": {"method": "Telea", "PSNR": "30.00"}}
+    marked = text.replace("```bash\npython not_marked", "<!-- needs: gpu weights -->\n```bash\npython not_marked")
+    assert left_out_blocks(marked) == [(15, ["gpu", "weights"])]
+    with pytest.raises(AssertionError, match=r"unknown reason\(s\) \['cluster'\]"):
+        left_out_blocks(marked.replace("gpu weights", "gpu cluster"))
 
 
 @pytest.mark.slow
@@ -232,13 +302,16 @@ def test_readme_offline_commands_run_in_order(tmp_path):
     root = tmp_path / "repo"
     _copy_repository(root)
     env = _environment(root)
-    timings = []
-    for command in offline_commands(README.read_text(encoding="utf-8")):
+    timings, text = [], README.read_text(encoding="utf-8")
+    for command in offline_commands(text):
         check = _expectation(command)
         start = time.perf_counter()
         res = subprocess.run(_argv(command), cwd=root, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
         timings.append(f"{time.perf_counter() - start:6.1f} s  {command.text}")
         tail = "\n".join((res.stdout + res.stderr).strip().splitlines()[-5:])
         assert res.returncode == 0, f"README.md:{command.line}: {command.text!r} exited {res.returncode}:\n{tail}"
+        alarms = [line for line in (res.stdout + res.stderr).splitlines() if any(a in line for a in ALARMS)]
+        assert not alarms, f"README.md:{command.line}: the documented command prints alarming lines: {alarms}"
         check(root, command)
     print("\n".join(timings))
+    print("README blocks left out:\n" + _left_out_report(text))

@@ -5,7 +5,7 @@ import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import cv2
 import numpy as np
@@ -41,7 +41,8 @@ class RunSettings:
             if value is None or int(value) != value or value < low:
                 raise InputError(f"{name} must be a whole number >= {low} (got {value}); correct the field")
         if self.method == "fffvdi" and not self.checkpoint.strip():
-            raise InputError("fffvdi needs a checkpoint: enter the fine-tuned UNet folder (or pick propagate)")
+            raise InputError("fffvdi needs a checkpoint: enter the unet/ folder scripts/train.py saves, or pick "
+                             "propagate for the weight-free result")
 
 
 def box_from_clicks(first: tuple[int, int], second: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -49,6 +50,15 @@ def box_from_clicks(first: tuple[int, int], second: tuple[int, int]) -> tuple[in
     x0, x1 = sorted((int(first[0]), int(second[0])))
     y0, y1 = sorted((int(first[1]), int(second[1])))
     return x0, y0, x1 - x0 + 1, y1 - y0 + 1
+
+
+def clicked_pixel(pointer: str | None, index: Any, size: tuple[int, int]) -> tuple[int, int]:
+    """(x, y) of the clicked frame pixel: the page's "x,y" under the pointer, else Gradio's index; inside `size`."""
+    try:
+        x, y = (int(v) for v in (pointer or "").split(","))
+    except ValueError:  # no pointer reading (another browser, a keyboard): Gradio's rounded index
+        x, y = int(index[0]), int(index[1])
+    return min(max(x, 0), size[1] - 1), min(max(y, 0), size[0] - 1)
 
 
 def box_annotation(box: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:

@@ -8,8 +8,8 @@ import gradio as gr
 import numpy as np
 
 from fffvdi.app.commands import (
-    METHODS, RunSettings, box_annotation, box_from_clicks, brush_annotation, inference_step, save_annotation,
-    tracking_step, zip_frames,
+    METHODS, RunSettings, box_annotation, box_from_clicks, brush_annotation, clicked_pixel, inference_step,
+    save_annotation, tracking_step, zip_frames,
 )
 from fffvdi.app.jobs import DONE, FINISHED, JobQueue
 from fffvdi.app.session import UPLOAD_EXTS, Session, SessionStore
@@ -19,6 +19,18 @@ from fffvdi.tracking.save import PREVIEW_NAME
 
 POLL_S = 0.5  # how often a running job's progress is refreshed in the page
 BOX_COLOUR = (255, 64, 64)
+# Gradio's select index is round(position / scale), the nearest pixel *corner*, from whole CSS pixels: on a frame
+# shown smaller than its size a click inside pixel 345 comes back as 344 or 346. The page keeps the frame pixel
+# under the pointer (fractional pointer position, floor) and the click handler takes that one.
+POINTER_JS = """() => { if (window.fffvdiPointerHook) return; window.fffvdiPointerHook = true;
+  document.addEventListener('pointerdown', (e) => {
+    const box = document.querySelector('#frame-image'); const img = box && box.querySelector('img');
+    if (!img || !box.contains(e.target) || !img.naturalWidth) return;
+    const r = img.getBoundingClientRect(), s = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight);
+    const x = (e.clientX - r.left - (r.width - img.naturalWidth * s) / 2) / s;
+    const y = (e.clientY - r.top - (r.height - img.naturalHeight * s) / 2) / s;
+    window.fffvdiPointer = `${Math.floor(x)},${Math.floor(y)}`; }, true); }"""
+TAKE_POINTER_JS = "(index, unused) => { const p = window.fffvdiPointer || ''; window.fffvdiPointer = ''; return [index, p]; }"
 
 
 def _annotated(frame: np.ndarray, box: Optional[tuple], click: Optional[tuple]) -> np.ndarray:
@@ -82,13 +94,13 @@ def build_ui(store: SessionStore, jobs: JobQueue):
         frame = s.frame(int(index))
         return _annotated(frame, _box(x, y, w, h), None), {"background": frame, "layers": [], "composite": None}
 
-    def on_click(index, evt: gr.SelectData, request: gr.Request):
-        """First click marks a corner, the second one closes the box and fills x, y, w, h."""
+    def on_click(index, pointer, evt: gr.SelectData, request: gr.Request):
+        """First click marks a corner, the second one closes the box (both pixels inside) and fills x, y, w, h."""
         s = session(request)
         if s.frames_dir is None:
             return gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
-        point = (int(evt.index[0]), int(evt.index[1]))
         frame = s.frame(int(index))
+        point = clicked_pixel(pointer, evt.index, frame.shape[:2])
         if s.click is None:
             s.click = point
             return _annotated(frame, None, point), gr.update(), gr.update(), gr.update(), gr.update()
@@ -214,6 +226,7 @@ def build_ui(store: SessionStore, jobs: JobQueue):
                     with gr.Column(min_width=200):
                         image = gr.Image(label="Box: click two corners", interactive=False, type="numpy",
                                          elem_id="frame-image")
+                        pointer = gr.Textbox(visible=False)  # the frame pixel under the last click (POINTER_JS)
                         with gr.Row():
                             bx = gr.Number(None, label="x", precision=0, elem_id="box-x", min_width=80)
                             by = gr.Number(None, label="y", precision=0, elem_id="box-y", min_width=80)
@@ -251,13 +264,17 @@ def build_ui(store: SessionStore, jobs: JobQueue):
         slider.release(on_frame, [slider, bx, by, bw, bh], [image, editor], concurrency_limit=None)
         slider.input(on_frame, [slider, bx, by, bw, bh], [image, editor], concurrency_limit=None,
                      trigger_mode="always_last")
-        image.select(on_click, slider, [image, bx, by, bw, bh], concurrency_limit=None)
+        image.select(on_click, [slider, pointer], [image, bx, by, bw, bh], js=TAKE_POINTER_JS, concurrency_limit=None)
         for field in (bx, by, bw, bh):
             field.submit(on_box_fields, [slider, bx, by, bw, bh], image, concurrency_limit=None)
         ann_inputs = [slider, bx, by, bw, bh, editor]
-        track_btn.click(preview_masks, ann_inputs, [status, masks_video], concurrency_limit=None)
+        # The progress bar goes over the video it fills, not over the status line and downloads: they stay readable.
+        track_btn.click(preview_masks, ann_inputs, [status, masks_video], concurrency_limit=None,
+                        show_progress_on=masks_video)
         run_btn.click(run, [*ann_inputs, method, checkpoint, pretrained, steps, seed, dilation, window],
-                      [status, result_video, downloads, masks_video], concurrency_limit=None)
+                      [status, result_video, downloads, masks_video], concurrency_limit=None,
+                      show_progress_on=result_video)
         cancel_btn.click(cancel, None, status, concurrency_limit=None)
+        demo.load(None, js=POINTER_JS)
         demo.unload(on_unload)
     return demo

@@ -25,6 +25,7 @@ from fffvdi.inpaint.pipeline import FFFVDIPipeline
 from fffvdi.inpaint.region import cropped, cropped_io, video_crop
 from fffvdi.inpaint.windows import Checkpoint, Sink, WindowFn, WindowState, run_windows
 from fffvdi.models.loading import load_svd_components, resolve_device, resolve_dtype
+from fffvdi.models.tiny import is_tiny_model
 from fffvdi.propagate.telea import telea_frame, telea_inpaint
 from fffvdi.propagate.video import PropagateOptions, propagate_video
 
@@ -55,7 +56,11 @@ def build_fffvdi(cfg: DictConfig) -> VideoMethod:
     """Load the SVD components (and a fine-tuned FFF-VDI UNet) and return the windowed pipeline."""
     device = resolve_device(cfg.model.device)
     dtype = resolve_dtype(dtype_from_name(cfg.model.dtype), device)
-    if cfg.model.checkpoint is None:
+    if cfg.model.checkpoint is None and is_tiny_model(cfg.model.pretrained):
+        # the documented offline demo: say plainly what it is instead of warning about quality
+        logger.info("tiny random SVD (%s): a smoke test of the whole pipeline, its output is noise inside the mask",
+                    cfg.model.pretrained)
+    elif cfg.model.checkpoint is None:
         warnings.warn(
             "no model.checkpoint given (--checkpoint for inference.py): using the base SVD UNet, which is not "
             "fine-tuned for inpainting (expect poor results); pass the folder saved by scripts/train.py",

@@ -5,6 +5,7 @@ exercised offline; a few MB on disk and seconds on CPU. Outputs are noise, not v
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -69,3 +70,12 @@ def save_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
     pipe = StableVideoDiffusionPipeline(**build_tiny_components(seed))
     pipe.save_pretrained(out_dir)  # writes model_index.json and one folder per component
     return out_dir
+
+
+def is_tiny_model(path: str | Path) -> bool:
+    """Whether `path` is a folder that save_tiny_model wrote (its UNet has the tiny widths)."""
+    try:
+        config = json.loads((Path(path).expanduser() / "unet" / "config.json").read_text(encoding="utf-8"))
+        return list(config["block_out_channels"]) == list(TINY_UNET_CONFIG["block_out_channels"])
+    except (OSError, ValueError, KeyError, TypeError):  # a hub id, another layout: not the tiny model
+        return False

@@ -195,8 +195,10 @@ class FFFVDIUNet(torch.nn.Module):
         if files is None:
             fresh = build_propagation(unet.conv_in.out_channels, **(propagation or {}))
             init = "identity-initialised" if fresh.config["identity_init"] else "randomly initialised"
-            logger.warning("No %s next to the UNet weights in %s: using a fresh %s propagation module (arch %s)",
-                           PROPAGATION_WEIGHTS, path, init, fresh.config["arch"])
+            # A base SVD (loaded with its subfolder) never has a module: a fresh one is expected, not worth a warning.
+            log = logger.debug if subfolder else logger.warning
+            log("No %s next to the UNet weights in %s: using a fresh %s propagation module (arch %s)",
+                PROPAGATION_WEIGHTS, path, init, fresh.config["arch"])
             return cls(unet, fresh.to(device=unet.device, dtype=unet.dtype))
         return cls(unet, _load_propagation(*files, unet=unet))
 
