@@ -2,16 +2,23 @@
 
 Every schema is a dataclass whose fields are documented where they are defined. Loading merges,
 in order: the dataclass defaults, an optional YAML file, then `key=value` overrides from the
-command line. Unknown keys and badly typed values raise `ConfigError` naming the key.
+command line. Unknown keys and badly typed values raise `ConfigError` naming the key. A str-typed
+key takes the text as written: YAML 1.1 reads `no`/`off`/`yes`/`on` as booleans (and `1e3` as a
+number), so `train.mixed_precision=no` would otherwise arrive as 'False'.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Type
+from typing import Any, Callable, Optional, Sequence, Type
 
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -41,7 +48,9 @@ class ModelConfig:
     """Where the SVD components and the fine-tuned FFF-VDI UNet come from."""
 
     pretrained: str = DEFAULT_PRETRAINED  # hub id or local folder in diffusers layout (model_index.json, unet/, vae/, ...)
-    checkpoint: Optional[str] = None  # folder of a fine-tuned FFF-VDI UNet saved by training (overrides pretrained's unet)
+    checkpoint: Optional[str] = None  # folder of a fine-tuned FFF-VDI UNet saved by training (overrides pretrained's
+    #   unet). Inference with method fffvdi refuses to run without it when pretrained is a hub id (SVD's own UNet does
+    #   not inpaint); a local pretrained folder's unet/ runs as is (configs/inference_tiny.yaml's random smoke model)
     variant: Optional[str] = None  # weight variant on the hub, e.g. "fp16" to download half-size files
     dtype: str = "float16"  # float32 | float16 | bfloat16 (float16/bfloat16 fall back to float32 on CPU)
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
@@ -135,6 +144,78 @@ def where_set(key: str, path: Optional[str | Path], overrides: Sequence[str]) ->
     return "by default"
 
 
+_UNIONS = (typing.Union, getattr(types, "UnionType", typing.Union))  # Optional[str] and str | None (3.10+)
+
+
+def _plain(hint: Any) -> Any:
+    """`hint` without the Optional[...] around it."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in _UNIONS and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0] if len(rest) == 1 else Any
+    return hint
+
+
+@functools.cache
+def _field_types(schema: type) -> dict:
+    """{field: type} of a dataclass schema."""
+    try:
+        return typing.get_type_hints(schema)
+    except (NameError, TypeError):  # an annotation that cannot be resolved: its values stay as parsed
+        return {}
+
+
+def _as_written(value: Any, raw: Any, hint: Any) -> Any:
+    """`value` as YAML 1.1 parsed it, with `raw` (the same text, every scalar a string) put back wherever the schema
+    type `hint` wants a str but the parser made a bool or a number of the text (`no` -> False, `1e3` -> 1000.0)."""
+    hint = _plain(hint)
+    if hint is str:
+        return raw if isinstance(raw, str) and value is not None and not isinstance(value, str) else value
+    if dataclasses.is_dataclass(hint) and isinstance(value, dict) and isinstance(raw, dict):
+        fields = _field_types(hint)
+        return {k: _as_written(v, raw.get(k), fields[k]) if k in fields else v for k, v in value.items()}
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list and args and isinstance(value, list) and isinstance(raw, list) and len(raw) == len(value):
+        return [_as_written(v, r, args[0]) for v, r in zip(value, raw)]
+    if origin is dict and len(args) == 2 and isinstance(value, dict) and isinstance(raw, dict):
+        return {k: _as_written(v, raw.get(k), args[1]) for k, v in value.items()}
+    return value
+
+
+def _with_text(layer: DictConfig, raw: Any, schema: type) -> DictConfig:
+    """`layer` with the str-typed keys of `schema` holding the text the user wrote (see `_as_written`)."""
+    value = OmegaConf.to_container(layer, resolve=False)  # interpolations and ??? stay as written
+    fixed = _as_written(value, raw, schema)
+    return layer if fixed == value else OmegaConf.create(fixed)
+
+
+def _raw_yaml(path: Path) -> Any:
+    """The YAML file with every scalar a string (BaseLoader resolves no types), None if unreadable."""
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.BaseLoader)
+    except (OSError, UnicodeError, yaml.YAMLError):  # OmegaConf.load read it: leave its values as parsed
+        return None
+
+
+def _raw_dotlist(overrides: Sequence[str]) -> dict:
+    """The `key=value` overrides as a nested dict of the values' text (a list value as a list of texts)."""
+    raw: dict = {}
+    for override in overrides:
+        key, text = override.split("=", 1)
+        try:
+            value = yaml.load(text, Loader=yaml.BaseLoader)
+        except yaml.YAMLError:  # OmegaConf reported (or accepted) it; its parse stands
+            continue
+        *parents, last = key.strip().split(".")
+        node = raw
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[last] = value
+    return raw
+
+
 def load_config(
     schema: Type,
     path: Optional[str | Path] = None,
@@ -150,14 +231,16 @@ def load_config(
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}; pass an existing YAML with --config")
         try:
-            layers.append((OmegaConf.load(path), f" (in {path})"))
+            layer = OmegaConf.load(path)
         except Exception as err:  # YAML syntax errors come from several libraries
             raise ConfigError(f"could not parse config {path}: {str(err).splitlines()[0]}") from err
+        layers.append((_with_text(layer, _raw_yaml(path), schema), f" (in {path})"))
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise ConfigError(f"override '{bad[0]}' is not of the form key=value (e.g. sampling.num_steps=10)")
     try:
-        layers.append((OmegaConf.from_dotlist(list(overrides)), " (on the command line)"))
+        layer = OmegaConf.from_dotlist(list(overrides))
+        layers.append((_with_text(layer, _raw_dotlist(overrides), schema), " (on the command line)"))
     except OmegaConfBaseException as err:
         raise ConfigError(_one_line(err) + " (on the command line); fix that override") from None
     where = ""

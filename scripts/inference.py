@@ -4,7 +4,8 @@ Writes to --output (default results/<name>-<method>/, where <name> is a video fi
 frames folder's name, its parent's when the folder is generic such as frames/ or JPEGImages/):
 inpainted.mp4, frames/ (PNG, input names), masked_input.mp4, comparison.mp4 and config.yaml.
 
-The config, every frame and every mask are checked before any model loads. The run writes into
+The config, every frame and every mask, the model's files and the output folder are checked before any model loads
+or anything is written; every problem found is reported at once, one `error: ...` line each. The run writes into
 OUT.partial/, renamed to OUT only once complete, so a folder OUT is always a finished result.
 An interrupted run (Ctrl-C, an error, a full disk) leaves OUT.partial/: --resume continues it
 from the last finished window with the same result as an uninterrupted run (the `propagate`
@@ -25,11 +26,11 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from fffvdi.config import load_config
-from fffvdi.errors import FFFVDIError, InputError
-from fffvdi.inpaint.checks import CHOICES, check_inference_config
+from fffvdi.errors import FFFVDIError, InputError, ModelLoadError
+from fffvdi.inpaint.checks import CHOICES, check_inference_config, model_problems
 from fffvdi.inpaint.config import InferenceConfig, mask_options, resolve_canvas, resolve_method
 from fffvdi.io import MaskSource, default_output_dir, open_video
 from fffvdi.tracking.inputs import annotation_from_args, seed_mask, tracked_mask_source
@@ -39,6 +40,22 @@ logger = logging.getLogger("inference")
 
 class Interrupted(FFFVDIError):
     """Ctrl-C: the unfinished output is kept for --resume."""
+
+
+class InputProblems(InputError):
+    """Several problems of one run's inputs, found together; each is printed on its own `error: ...` line."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = list(problems)
+
+
+def raise_problems(errors: Sequence[FFFVDIError]) -> None:
+    """Raise the one error found as it is, several as one InputProblems; nothing when there are none."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise InputProblems([str(e) for e in errors])
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -101,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     annotation = annotation_from_args(args.box, args.mask, args.mask_frame, args.tracker, args.sam2)
     out = inpaint_video(cfg, args.video, args.mask, cfg.output.dir or default_output_dir(args.video, cfg.method),
-                        args.resume, _method_once(cfg), annotation)
+                        args.resume, _method_once(cfg), annotation, [ModelLoadError(p) for p in model_problems(cfg)])
     print(f"done: {out}")
     return 0
 
@@ -126,25 +143,35 @@ def _method_once(cfg) -> Callable[[], object]:
     return get
 
 
-def inpaint_video(cfg, video_path, mask_path, out_dir, resume: bool, method, annotation: Optional[dict] = None) -> Path:
-    """Check one video's inputs and output, then inpaint it into `out_dir` (via OUT.partial/); returns `out_dir`."""
+def inpaint_video(cfg, video_path, mask_path, out_dir, resume: bool, method, annotation: Optional[dict] = None,
+                  problems: Sequence[FFFVDIError] = ()) -> Path:
+    """Check one video's inputs and output, then inpaint it into `out_dir` (via OUT.partial/); returns `out_dir`.
+
+    `problems` (the model's, found by the caller) and those of the video, masks and output are raised together."""
     from omegaconf import OmegaConf
 
     from fffvdi.inpaint.partial import PartialOutput
 
-    video = open_video(video_path, fps=cfg.fps)  # reads every frame's header: a bad frame fails now
-    masks = None
+    errors, video, masks, info, seed = list(problems), None, None, {}, None
+    options = mask_options(cfg)
     try:
-        options = mask_options(cfg)
-        if annotation is None:
-            masks = MaskSource.for_video(mask_path, video, **options)
-            masks.check()  # reads every mask: errors now if one is bad or all is hole, warns if nothing is
-            info = {"mask": str(Path(mask_path).resolve())}
-        else:
-            seed = seed_mask(annotation, video)  # a bad annotation fails before anything is written
-            info = {"annotation": annotation}
+        try:
+            video = open_video(video_path, fps=cfg.fps)  # reads every frame's header: a bad frame fails now
+            if annotation is None:
+                masks = MaskSource.for_video(mask_path, video, **options)
+                masks.check()  # reads every mask: errors now if one is bad or all is hole, warns if nothing is
+                info = {"mask": str(Path(mask_path).resolve())}
+            else:
+                seed = seed_mask(annotation, video)  # a bad annotation fails before anything is written
+                info = {"annotation": annotation}
+        except FFFVDIError as err:  # the masks are checked against the frames, so a bad video hides mask problems
+            errors.append(err)
         out = PartialOutput(out_dir, cfg.output.overwrite, resume)
-        out.check()
+        try:
+            out.check()
+        except FFFVDIError as err:
+            errors.append(err)
+        raise_problems(errors)  # every problem at once: the user fixes them in one go
         info.update(video=str(Path(video_path).resolve()), frames=len(video), size=list(video.size), fps=video.fps)
         out.begin(OmegaConf.to_yaml(cfg, resolve=True), info)
         try:
@@ -157,7 +184,8 @@ def inpaint_video(cfg, video_path, mask_path, out_dir, resume: bool, method, ann
                 raise _explained(err, None) from None
             raise _explained(err, out.partial) from None
     finally:
-        video.close()
+        if video is not None:
+            video.close()
         if masks is not None:
             masks.close()
 
@@ -175,6 +203,7 @@ def run_batch(args: argparse.Namespace) -> int:
     error = None
     try:
         cfg = build_config(args)
+        raise_problems([ModelLoadError(p) for p in model_problems(cfg)])  # once for all videos, before any is read
         if args.video_list is not None and (args.video is not None or args.mask is not None):
             raise InputError("--video-list names every video and mask; drop --video/--mask or the list")
         if args.box is not None or args.mask_frame is not None:
@@ -289,7 +318,8 @@ def main(argv=None) -> int:
         print("interrupted; nothing was written", file=sys.stderr)
         return 130
     except FFFVDIError as err:
-        sys.stderr.write(f"error: {err}\n")  # one write: the lines of several processes sharing stderr do not mix
+        lines = getattr(err, "problems", None) or [str(err)]  # InputProblems: one line each
+        sys.stderr.write("".join(f"error: {line}\n" for line in lines))  # one write: processes sharing stderr do not mix
         sys.stderr.flush()
         return 2
 

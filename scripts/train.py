@@ -12,11 +12,18 @@ resumed run reproduces the uninterrupted one exactly.
 With lora.enabled, only peft LoRA adapters (+ the propagation module) train; checkpoints hold those alone
 (checkpoint-N/lora/) and the final unet/ has them merged (lora.merge_on_save=false: OUTPUT_DIR/lora/, merged later by
 scripts/merge_lora.py). configs/train_24gb.yaml is the one-24-GB-GPU recipe (LoRA, 8-bit AdamW, conditioning cache).
+
+A bad config, path or model source ends the run with one `error: ...` line (exit 2), the last line of the output. Under
+`accelerate launch` the launcher reports any failed child after the child has exited, so nothing the child prints can
+come after it: `accelerate launch --cpu -q ...` (one process) drops that traceback and leaves the error line last (exit
+1); without -q the error line says so. With --multi_gpu, torch's launcher adds a failure summary even with -q.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 import torch
 
@@ -41,15 +48,38 @@ def main(argv: list[str] | None = None) -> TrainResult:
     return train(load_config(TrainConfig, args.config, args.overrides, check=check_train_config))
 
 
+def launcher_note() -> str:
+    """' (...use accelerate launch -q...)' when this process was started by `accelerate launch` without -q, which
+    prints a traceback of its own after a failed child; '' otherwise."""
+    try:
+        import psutil  # an accelerate dependency
+
+        parent = psutil.Process(os.getppid()).cmdline()
+    except Exception:  # noqa: BLE001 - no parent to inspect: no note
+        return ""
+    script = Path(sys.argv[0]).name
+    at = next((i for i, arg in enumerate(parent) if Path(arg).name == script), None)
+    launcher = parent[:at] if at is not None else []  # the parent's words before this script's path
+    accelerate = ("launch" in launcher and any(Path(arg).name == "accelerate" for arg in launcher)
+                  or "accelerate.commands.launch" in launcher)  # `accelerate launch` or `python -m ...launch`
+    if not accelerate or {"-q", "--quiet"} & set(launcher):
+        return ""
+    return " (accelerate's traceback below only repeats this error; `accelerate launch -q ...` leaves it out)"
+
+
+def fail(message: str) -> None:
+    """Exit 2 after one `error: ...` line on stderr."""
+    sys.stderr.write(f"error: {message}{launcher_note()}\n")
+    sys.stderr.flush()
+    sys.exit(2)
+
+
 if __name__ == "__main__":
     try:
         main()
     except FFFVDIError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(err))
     except torch.cuda.OutOfMemoryError:
-        print("error: out of GPU memory; set train.gradient_checkpointing=true, lower data.size / "
-              "train.frames_per_step, or use configs/train_24gb.yaml (LoRA, 8-bit AdamW, cache, offload); resume with "
-              "checkpoint.resume_from_checkpoint=latest",
-              file=sys.stderr)
-        sys.exit(2)
+        fail("out of GPU memory; set train.gradient_checkpointing=true, lower data.size / train.frames_per_step, or use "
+             "configs/train_24gb.yaml (LoRA, 8-bit AdamW, cache, offload); resume with "
+             "checkpoint.resume_from_checkpoint=latest")

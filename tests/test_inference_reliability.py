@@ -109,10 +109,11 @@ def test_config_choices_match_the_code_that_uses_them():
 
 
 @pytest.mark.parametrize("method", ["propagate", "telea", "fffvdi"])
-def test_all_hole_clip_is_refused_before_any_model(tmp_path, capsys, no_model, method):
+def test_all_hole_clip_is_refused_before_any_model(tmp_path, capsys, no_model, method, tiny_svd_dir):
     frames_dir, masks_dir = write_clip(tmp_path / "in", translating_frames((2, 0), 4), np.ones((4, 64, 96)))
+    model = [f"model.pretrained={tiny_svd_dir}"] if method == "fffvdi" else []  # a usable model: the mask's error alone
     code = CLI.main(["--video", str(frames_dir), "--mask", str(masks_dir), "--method", method,
-                     "--output", str(tmp_path / "o")])
+                     "--output", str(tmp_path / "o"), *model])
     err = one_line_error(capsys, code)
     assert str(masks_dir) in err and "every pixel of every frame" in err and "invert" in err
     assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
@@ -233,14 +234,24 @@ def test_default_output_is_unique_per_input_and_method(tmp_path, monkeypatch):
     assert default_output_dir(tmp_path / "clip.mp4", "telea", "out") == Path("out/clip-telea")
 
 
-def test_missing_checkpoint_warning_is_true_for_every_script(tmp_path, tiny_svd_dir):
+def test_missing_checkpoint_warning_is_true_for_every_script(tmp_path, tiny_svd_dir, monkeypatch, caplog):
+    """A real base model without a checkpoint warns (naming inference.py's flag); the documented tiny demo says
+    plainly that it is a smoke test instead of warning."""
+    import logging
+    import warnings
+
+    import fffvdi.inpaint.methods as methods
     from fffvdi.config import load_config
     from fffvdi.inpaint.config import InferenceConfig
-    from fffvdi.inpaint.methods import build_method
 
     cfg = load_config(InferenceConfig, ROOT / "configs" / "inference_tiny.yaml", [f"model.pretrained={tiny_svd_dir}"])
+    with warnings.catch_warnings(), caplog.at_level(logging.INFO, logger=methods.__name__):
+        warnings.simplefilter("error")  # the tiny demo must not warn
+        methods.build_method(cfg)
+    assert "a smoke test of the whole pipeline" in caplog.text
+    monkeypatch.setattr(methods, "is_tiny_model", lambda path: False)  # as a real local SVD folder
     with pytest.warns(UserWarning, match=r"no model\.checkpoint given \(--checkpoint for inference\.py\)"):
-        build_method(cfg)
+        methods.build_method(cfg)
 
 
 def test_model_device_is_checked_up_front_with_the_evaluation_rule():

@@ -15,6 +15,8 @@ from fffvdi.inpaint.methods import METHODS
 from fffvdi.inpaint.pipeline import ATTENTIONS, FILL_SOURCES, OFFLOADS
 from fffvdi.inpaint.region import REGIONS
 from fffvdi.io.masks import MASK_MODES, RESIZE_MODES
+from fffvdi.models.hub import is_local
+from fffvdi.models.loading import model_source_problems
 from fffvdi.models.propagation import FLOW_UNITS, PROPAGATION_MODULES
 from fffvdi.propagate.pixels import COMBINE
 from fffvdi.propagate.video import BLEND
@@ -103,3 +105,26 @@ def check_inference_config(cfg) -> None:
     problem = device_problem(cfg.model.device) if cfg.method == "fffvdi" else None  # only diffusion uses it
     if problem is not None:
         raise ConfigError(f"model.device={problem}", key="model.device")
+
+
+NEEDS_CHECKPOINT = (
+    "method fffvdi needs a checkpoint: pass --checkpoint UNET_FOLDER (the unet/ folder scripts/train.py saves; "
+    "model.checkpoint in a config), or --method propagate for the weight-free result; {pretrained}'s own UNet is not "
+    "fine-tuned for inpainting (a local model.pretrained folder runs its unet/ as is)"
+)
+
+
+def model_problems(cfg) -> list[str]:
+    """Every reason the method's model cannot be built, one line each with its fix, local paths before the hub; []
+    for the weight-free methods. Loads nothing (asks the hub at most once), so it runs before any output is written.
+
+    `method: fffvdi` without `model.checkpoint` is refused when `model.pretrained` is a hub id: the hub's SVD UNet
+    alone does not inpaint. A local folder's unet/ is used as is (the tiny random model of configs/inference_tiny.yaml).
+    """
+    if cfg.method != "fffvdi":
+        return []
+    problems = []
+    if cfg.model.checkpoint is None and not is_local(cfg.model.pretrained):
+        problems.append(NEEDS_CHECKPOINT.format(pretrained=cfg.model.pretrained))
+    where = "--checkpoint, model.checkpoint"  # scripts/inference.py's flag and the key it sets
+    return problems + model_source_problems(cfg.model.pretrained, cfg.model.checkpoint, where)

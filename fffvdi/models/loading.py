@@ -52,22 +52,38 @@ def resolve_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
     return dtype
 
 
-def _check_local_layout(folder: Path) -> None:
-    """Fail early, naming the missing part, when a local folder is not in diffusers' SVD layout."""
+def _layout_problem(folder: Path) -> str | None:
+    """Why a local `model.pretrained` folder is not in diffusers' SVD layout, naming the missing part; None if it is."""
     if not folder.is_dir():
-        raise ModelLoadError(f"model folder not found: {folder}; pass model.pretrained=<hub id or existing folder>")
+        return f"model folder not found: {folder}; pass model.pretrained=<hub id or existing folder>"
     missing = [s for s in SUBFOLDERS if not (folder / s).is_dir()]
     if missing:
-        raise ModelLoadError(
-            f"{folder} is not an SVD folder in diffusers layout (missing {', '.join(missing)}/); "
-            "save one with StableVideoDiffusionPipeline.save_pretrained or scripts/make_tiny_model.py"
-        )
+        return (f"{folder} is not an SVD folder in diffusers layout (missing {', '.join(missing)}/); save one with "
+                "StableVideoDiffusionPipeline.save_pretrained or scripts/make_tiny_model.py, and pass it as "
+                "model.pretrained")
+    return None
+
+
+def checkpoint_problem(checkpoint: str, name: str = "model.checkpoint") -> str | None:
+    """Why `checkpoint` is not a fine-tuned FFF-VDI UNet folder (missing, or no config.json), with the fix; None if it
+    is. `name` is how the entry point's user sets it (inference: its --checkpoint flag too)."""
+    folder = Path(checkpoint).expanduser()
+    if (folder / "config.json").is_file():
+        return None
+    fix = "pass the unet/ folder scripts/train.py saves (OUTPUT_DIR/unet or OUTPUT_DIR/checkpoint-N/unet)"
+    if "CHECKPOINT" in folder.parts:  # README's placeholder, copied as is
+        fix = "CHECKPOINT stands for your training run's folder (checkpoint.output_dir); " + fix
+    if (folder / "unet" / "config.json").is_file():  # the run folder instead of its unet/
+        fix = f"pass {folder / 'unet'}"
+    what = "no such folder" if not folder.exists() else "config.json missing"
+    return f"no FFF-VDI UNet at {folder} ({name}): {what}; {fix}"
 
 
 def _hub_error(source: str, subfolder: str, reason: str) -> str:
     """The one-line message for a hub id that can be neither downloaded nor read from the cache."""
     return (
-        f"could not load '{source}' ({subfolder}) from the Hugging Face hub: {reason}; SVD-XT is a gated model: "
+        f"could not load '{source}' (model.pretrained, its {subfolder}/) from the Hugging Face hub: {reason}; "
+        "SVD-XT is a gated model: "
         f"accept its licence on https://huggingface.co/{source} and log in (`huggingface-cli login` or HF_TOKEN) "
         f"on a machine with internet, or download it there (hf download {source} --local-dir DIR) and pass "
         "model.pretrained=DIR"
@@ -93,25 +109,39 @@ def _hub_cache_only(source: str, subfolders: tuple[str, ...]) -> str:
     return reason
 
 
-def _preflight(pretrained: str, checkpoint: Optional[str]) -> str:
-    """Check the model sources without loading anything; returns `_hub_cache_only`'s reason ('' for local or online)."""
-    reason = ""
+def _sources(pretrained: str, checkpoint: str | None, name: str = "model.checkpoint") -> tuple[list[str], str]:
+    """(every problem of the model sources, local paths first; `_hub_cache_only`'s reason), loading nothing.
+
+    A bad local path is named before the hub is asked, so it never hides behind a failed download."""
+    problems = [checkpoint_problem(checkpoint, name)] if checkpoint is not None else []
     if is_local(pretrained):
-        _check_local_layout(Path(pretrained).expanduser())
-    else:
-        reason = _hub_cache_only(pretrained, tuple(s for s in SUBFOLDERS if s != "unet" or checkpoint is None))
-    if checkpoint is not None and not (Path(checkpoint).expanduser() / "config.json").is_file():
-        raise ModelLoadError(
-            f"no FFF-VDI UNet at {Path(checkpoint).expanduser()} (config.json missing); pass the folder saved by "
-            "training, e.g. OUTPUT_DIR/unet or OUTPUT_DIR/checkpoint-N/unet"
-        )
+        return [p for p in (*problems, _layout_problem(Path(pretrained).expanduser())) if p], ""
+    problems = [p for p in problems if p]
+    try:  # a checkpoint replaces the hub's unet/, so only the other parts are needed from there
+        return problems, _hub_cache_only(pretrained, tuple(s for s in SUBFOLDERS if s != "unet" or checkpoint is None))
+    except ModelLoadError as err:
+        return [*problems, str(err)], ""
+
+
+def model_source_problems(pretrained: str, checkpoint: str | None = None, name: str = "model.checkpoint") -> list[str]:
+    """Every reason `load_svd_components(pretrained, checkpoint)` could not start, one line each with its fix (local
+    paths first, then the hub; `name`: see `checkpoint_problem`); [] when it can. Loads nothing; asks the hub once."""
+    return _sources(pretrained, checkpoint, name)[0]
+
+
+def _preflight(pretrained: str, checkpoint: Optional[str]) -> str:
+    """ModelLoadError listing every problem of the model sources; else `_hub_cache_only`'s reason ('' for local or
+    online)."""
+    problems, reason = _sources(pretrained, checkpoint)
+    if problems:
+        raise ModelLoadError("; ".join(problems))
     return reason
 
 
 def check_model_source(pretrained: str, checkpoint: Optional[str] = None) -> None:
     """ModelLoadError now, in about a second, if `load_svd_components(pretrained, checkpoint)` could not start.
 
-    Checks a local folder's layout, that a hub id is reachable or cached, and the checkpoint's config.json;
+    Checks the checkpoint's config.json, a local folder's layout and that a hub id is reachable or cached;
     for entry points that must reject a bad model before writing anything.
     """
     _preflight(pretrained, checkpoint)
