@@ -205,3 +205,26 @@ def test_release_latent_inputs_keep_pixel_units_and_sample_top_left():
     ramp = torch.arange(32.0).view(1, 1, 1, 1, 32).expand(1, 1, 2, 32, 32)
     fl_r, _ = release_latent_inputs(ramp, None, (4, 4))
     torch.testing.assert_close(fl_r[0, 0, 0, 0], torch.tensor([3.5, 11.5, 19.5, 27.5]))  # plain bilinear, no antialias
+
+
+def test_light_refines_residually_and_old_saved_modules_keep_their_rule(tmp_path):
+    """light adopted the release's residual refinement; a module saved before the rule was stored (no `residual` in
+    its propagation_config.json) still replaces, as it was trained."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from fffvdi.models.unet import _load_propagation
+
+    m = DeformableNoiseAlignment(C, hidden=C, deform_groups=GROUPS, identity_init=False)
+    assert m.rules.residual and m.config["residual"]
+    old = {k: v for k, v in m.config.items() if k != "residual"}
+    (tmp_path / "cfg.json").write_text(json.dumps(old))
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    unet = torch.nn.Linear(1, 1)  # stands in for the UNet: only its device and dtype are read
+    unet.device, unet.dtype = torch.device("cpu"), torch.float32
+    loaded = _load_propagation(tmp_path / "w.safetensors", tmp_path / "cfg.json", unet=unet)
+    assert loaded.rules.residual is False and loaded.config["residual"] is False
+    feats, masks, fw, bw = _inputs(6, f=3)
+    with torch.no_grad():
+        assert (loaded(feats, masks, fw, bw) - m(feats, masks, fw, bw)).abs().max() > 1e-3  # the rule matters

@@ -20,7 +20,7 @@ from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntr
 from safetensors.torch import load_file, save_file
 
 from fffvdi.errors import InputError, ModelLoadError
-from fffvdi.models.propagation import build_propagation
+from fffvdi.models.propagation import ARCH_RULES, build_propagation
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +222,10 @@ def _find_propagation_files(path, subfolder: str | None, kwargs: dict) -> tuple[
 def _load_propagation(weights: Path, config: Path, unet: torch.nn.Module) -> torch.nn.Module:
     """Build the propagation module from its config and load its weights strictly."""
     try:
-        module = build_propagation(**json.loads(config.read_text()))
+        saved = json.loads(config.read_text())
+        if saved.get("arch", "light") in ARCH_RULES:  # a DNA module saved before its refinement rule was stored
+            saved.setdefault("residual", False)  # replaced its feature then
+        module = build_propagation(**saved)
         module.load_state_dict(load_file(str(weights)), strict=True)
     except (OSError, ValueError, TypeError, RuntimeError) as e:
         raise ModelLoadError(f"cannot load the propagation module from {weights.parent}: {str(e).splitlines()[0]}; "
