@@ -138,3 +138,19 @@ def test_inference_official_yaml_runs_the_release_choices(inputs, tiny_svd_dir, 
     rows, cols = hole.any(1).nonzero()[:, 0], hole.any(0).nonzero()[:, 0]
     assert hole[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].all()  # a filled box, not dilated beyond its corners
     assert abs(int(rows[0]) - round(10 * 64 / 48)) <= 1 and abs(int(cols[-1]) - round(60 * 128 / 80)) <= 2
+
+
+def test_config_reaches_the_clip_dataset_and_the_cache_key(inputs):
+    """data.resize from the config reaches the training dataset; the flow units are part of the cache key."""
+    from fffvdi.config import load_config
+    from fffvdi.train.cache import cache_settings
+    from fffvdi.train.config import TrainConfig
+    from fffvdi.train.data import build_clip_dataset
+
+    base, overrides, _ = inputs
+    root = next(o for o in overrides if o.startswith("data.root="))
+    for resize in ("area", "bicubic"):
+        cfg = load_config(TrainConfig, None, [root, "data.num_frames=6", f"data.resize={resize}"])
+        assert build_clip_dataset(cfg, seed=0).resize == resize
+    cfg = load_config(TrainConfig, None, [root])
+    assert cache_settings(cfg, "cells") != cache_settings(cfg, "pixels")
