@@ -2,15 +2,20 @@
 
 SVD-XT's architecture with random weights (speed and memory do not depend on their values):
 - inference: one whole FFF-VDI window (flows, VAE, CLIP, first-frame filling, guided Euler sampling, decode) at
-  512x256x25 and 1024x576x25, in float16 and bfloat16. Each case runs with 2 and with 4 Euler steps, so
-  s/step = (t4 - t2) / 2 and the 25-step window time = t2 + 23 s/step; peak GPU memory of the 4-step run;
+  512x256x25 and 1024x576x25, in float16 and bfloat16, per `memory.compile` setting (none / module / unet). Each
+  case runs with 2 and with 4 Euler steps, so s/step = (t4 - t2) / 2 and the 25-step window time = t2 + 23 s/step;
+  peak GPU memory of the 4-step run; the first run (compilation included) is timed apart;
 - train: EDM loss forward + backward + optimizer step at 512x256x25 with gradient checkpointing and fp16 autocast,
   per configuration: full fine-tuning with the `official` and the `light` propagation module, LoRA, LoRA + 8-bit
   AdamW (peak GPU memory, s/step, trainable parameters);
-- dna: the UNet step with and without the propagation module (its overhead ratio), CFG batch 2, float16.
+- dna: the UNet step with and without the propagation module (its overhead ratio), CFG batch 2, at both sizes and
+  dtypes per `memory.compile` setting (`light`; `official` eager only), with the host syncs one step makes (0 is
+  the goal: a sync stalls the GPU queue) and peak GPU memory.
 Writes gpu_check.json and gpu_check.md (the table README shows) into --out after every row, so a run cut short
 keeps what it measured. A row that fails (out of memory, bitsandbytes missing) records its error and the rest go on.
-`--device cpu --tiny` runs every code path with the tiny random model in about a minute (a CI test).
+`--device cpu --tiny` runs every code path with the tiny random model in about a minute (a CI test); there the
+compiled rows use torch.compile's `eager` backend (graph capture without code generation: inductor on a CPU takes
+minutes per graph), `--compile-backend` picks another.
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ import torch
 from fffvdi.bench import measure as bm
 from fffvdi.bench import presets
 from fffvdi.bench.model import latent_conditions, train_step, unet_inputs
+from fffvdi.models.unet import COMPILE_TARGETS
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("dna", "inference", "train")
@@ -46,9 +52,9 @@ TRAIN_CONFIGS = (  # (row name, trainable mode, propagation arch, optimizer, fra
 def sizes(tiny: bool) -> dict:
     """Frames x height x width of each section; --tiny shrinks them so CPU runs take seconds."""
     if tiny:
-        return dict(infer=[(4, 64, 128)], steps=(1, 2), train=(4, 64, 128), dna=(4, 64, 128), repeats=2)
-    return dict(infer=[(25, 256, 512), (25, 576, 1024)], steps=(2, 4), train=(25, 256, 512), dna=(25, 256, 512),
-                repeats=3)
+        return dict(infer=[(4, 64, 128)], steps=(1, 3), train=(4, 64, 128), dna=[(4, 64, 128)], repeats=2)
+    return dict(infer=[(25, 256, 512), (25, 576, 1024)], steps=(2, 4), train=(25, 256, 512),
+                dna=[(25, 256, 512), (25, 576, 1024)], repeats=3)
 
 
 class Rows:
@@ -79,6 +85,7 @@ class Rows:
 def guarded(rows: Rows, section: str, name: str, fn: Callable[[], dict]) -> None:
     """Run one row; an exception becomes the row's `error` (out of memory included) and the check goes on."""
     gc.collect()  # the previous row's model may sit in reference cycles: free it before this row's peak
+    torch._dynamo.reset()  # each row compiles afresh: no recompile limit reached across rows, no stale graphs
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     try:
@@ -112,7 +119,8 @@ def components(preset: str, device: torch.device, dtype: torch.dtype, arch: str 
 
 
 def check_inference(args, device: torch.device, rows: Rows) -> None:
-    """Whole FFF-VDI window per case and dtype: s/step from 2 vs 4 steps, 25-step window time, peak memory."""
+    """Whole FFF-VDI window per case, dtype and memory.compile: s/step from 2 vs 4 steps, 25-step window, peak
+    memory."""
     from fffvdi.config import load_config
     from fffvdi.inpaint.config import InferenceConfig
     from fffvdi.inpaint.pipeline import FFFVDIPipeline
@@ -122,45 +130,65 @@ def check_inference(args, device: torch.device, rows: Rows) -> None:
     for dtype_name in args.dtypes:
         dtype = getattr(torch, dtype_name)
         comps = components(args.preset, device, dtype, parts=("unet", "vae", "image_encoder"))
-        for frames, h, w in s["infer"]:
+        for (frames, h, w), target in [(size, c) for size in s["infer"] for c in args.compile]:
             def run() -> dict:
                 video = presets.SyntheticVideo(frames, h, w)
                 x, m = video.read_frames(0, frames), video.read_masks(0, frames)
                 cfg = load_config(InferenceConfig, None, [f"window.height={h}", f"window.width={w}",
-                                                          f"window.num_frames={frames}", "window.decode_chunk_size=8"])
+                                                          f"window.num_frames={frames}", "window.decode_chunk_size=8",
+                                                          f"memory.compile={target}"])
                 pipe = FFFVDIPipeline(comps, cfg, device, dtype)
-                t = {}
-                for steps in (lo, hi):  # one untimed warm-up run in all; the peak is the last (longer) run's
-                    cfg.sampling.num_steps = steps
-                    bm.reset_cuda_peak(device)
-                    t[steps] = timed(lambda: pipe(x, m, torch.Generator().manual_seed(0)), device, 1, int(steps == lo))
+                comps.unet.set_compile(target, backend=args.compile_backend)  # the pipeline's, on this backend
+                try:
+                    cfg.sampling.num_steps = lo
+                    first = timed(lambda: pipe(x, m, torch.Generator().manual_seed(0)), device, 1, 0)  # compiles
+                    t = {}
+                    for steps in (lo, hi):  # the peak is the last (longer) run's
+                        cfg.sampling.num_steps = steps
+                        bm.reset_cuda_peak(device)
+                        t[steps] = timed(lambda: pipe(x, m, torch.Generator().manual_seed(0)), device, 1, 0)
+                finally:
+                    comps.unet.set_compile("none")
                 per_step = (t[hi] - t[lo]) / (hi - lo)
-                return dict(size=f"{w}x{h}x{frames}", dtype=dtype_name, s_per_step=per_step,
-                            window_s_25_steps=t[lo] + (25 - lo) * per_step, s_per_frame_25_steps=(t[lo] + (25 - lo) * per_step) / frames,
-                            fixed_s=t[lo] - lo * per_step, peak_mib=bm.cuda_peak_mb(device))
-            guarded(rows, "inference", f"window_{w}x{h}x{frames}_{dtype_name}", run)
+                window = t[lo] + (25 - lo) * per_step
+                return dict(size=f"{w}x{h}x{frames}", dtype=dtype_name, compile=target, s_per_step=per_step,
+                            window_s_25_steps=window, s_per_frame_25_steps=window / frames,
+                            fixed_s=t[lo] - lo * per_step, first_run_s=first, peak_mib=bm.cuda_peak_mb(device))
+            guarded(rows, "inference", f"window_{w}x{h}x{frames}_{dtype_name}_{target}", run)
         comps = None  # free this dtype's model before the next one is built
 
 
 def check_dna(args, device: torch.device, rows: Rows) -> None:
-    """UNet step with vs without the propagation module (classifier-free-guided batch of 2), both module layouts."""
-    frames, h, w = sizes(args.tiny)["dna"]
-    h, w, b = h // 8, w // 8, 2
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    for arch in ("light", "official"):
+    """UNet step with vs without the propagation module (classifier-free-guided batch of 2) per size, dtype and
+    memory.compile; the `official` layout eager only (its compiled rows would repeat light's story at 5x the time)."""
+    from fffvdi.bench.measure import HostSyncCounter
+
+    b = 2
+    cases = [("light", size, d, c) for size in sizes(args.tiny)["dna"] for d in args.dtypes for c in args.compile]
+    cases += [("official", sizes(args.tiny)["dna"][0], args.dtypes[0], "none")]
+    for arch, (frames, h, w), dtype_name, target in cases:
         def run() -> dict:
+            dtype = getattr(torch, dtype_name)
+            lh, lw = h // 8, w // 8
             unet = components(args.preset, device, dtype, arch=arch).unet
-            sample, timestep, embeds, ids = unet_inputs(unet, b, frames, h, w, device, dtype)
-            masks, fw, bw = latent_conditions(b, frames, h, w, 8, device)
+            sample, timestep, embeds, ids = unet_inputs(unet, b, frames, lh, lw, device, dtype)
+            masks, fw, bw = latent_conditions(b, frames, lh, lw, 8, device)
             with torch.no_grad():
-                t = bm.time_interleaved(dict(
-                    fffvdi=lambda: unet(sample, timestep, embeds, ids, masks, fw, bw),
-                    plain=lambda: unet(sample, timestep, embeds, ids),
-                ), sizes(args.tiny)["repeats"], 1, device)
+                fns = dict(fffvdi=lambda: unet(sample, timestep, embeds, ids, masks, fw, bw),
+                           plain=lambda: unet(sample, timestep, embeds, ids))
+                fns["fffvdi"]()  # warm-up: the counted call is a steady one
+                with HostSyncCounter() as syncs:  # eager: a compiled graph adds none, and would retrace under the mode
+                    fns["fffvdi"]()
+                unet.set_compile(target, backend=args.compile_backend)
+                for fn in fns.values():  # compile (when asked) and warm up outside the timing
+                    fn()
+                bm.reset_cuda_peak(device)
+                t = bm.time_interleaved(fns, sizes(args.tiny)["repeats"], 0, device)
             full, plain = t["fffvdi"].median_s, t["plain"].median_s
-            return dict(size=f"{b}x{frames}x8x{h}x{w}", dtype=str(dtype).split(".")[-1], fffvdi_s=full, plain_s=plain,
-                        overhead_pct=100 * (full / plain - 1), module_params_m=presets.count_params_m(unet.propagation))
-        guarded(rows, "dna", f"unet_step_{arch}", run)
+            return dict(size=f"{w}x{h}x{frames}", latent=f"{b}x{frames}x8x{lh}x{lw}", dtype=dtype_name, compile=target,
+                        fffvdi_s=full, plain_s=plain, overhead_pct=100 * (full / plain - 1), host_syncs=syncs.count,
+                        module_params_m=presets.count_params_m(unet.propagation), peak_mib=bm.cuda_peak_mb(device))
+        guarded(rows, "dna", f"unet_step_{arch}_{w}x{h}x{frames}_{dtype_name}_{target}", run)
 
 
 def check_train(args, device: torch.device, rows: Rows) -> None:
@@ -209,13 +237,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true", help="tiny random model and sizes (CPU smoke run of every path)")
     p.add_argument("--out", default="results/gpu_check", help="folder for gpu_check.json and gpu_check.md")
     p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {','.join(SECTIONS)}")
-    p.add_argument("--dtypes", default="float16,bfloat16", help="inference dtypes")
+    p.add_argument("--dtypes", default="float16,bfloat16", help="inference and dna dtypes")
+    p.add_argument("--compile", default=",".join(COMPILE_TARGETS),
+                   help=f"memory.compile settings to measure, comma-separated of {','.join(COMPILE_TARGETS)}")
+    p.add_argument("--compile-backend", default=None,
+                   help="torch.compile backend of the compiled rows (default: inductor on cuda, eager on cpu)")
     args = p.parse_args(argv)
     args.sections = [s for s in args.only.split(",") if s]
     bad = [s for s in args.sections if s not in SECTIONS]
     if bad:
         p.error(f"--only: unknown section(s) {bad}; choose from {','.join(SECTIONS)}")
     args.dtypes = [d for d in args.dtypes.split(",") if d]
+    args.compile = [c for c in args.compile.split(",") if c]
+    bad = [c for c in args.compile if c not in COMPILE_TARGETS]
+    if bad:
+        p.error(f"--compile: unknown setting(s) {bad}; choose from {','.join(COMPILE_TARGETS)}")
+    args.compile_backend = args.compile_backend or ("inductor" if args.device == "cuda" else "eager")
     if args.device == "cpu":
         args.dtypes = ["float32"]  # half-precision convolutions are not a CPU path worth timing
     args.preset = "tiny" if args.tiny else "svd-xt"

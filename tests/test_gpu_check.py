@@ -24,16 +24,19 @@ def test_gpu_check_tiny_on_cpu_writes_every_row(tmp_path):
     assert report["preset"] == "tiny" and "machine" in report and "versions" in report
     assert not [r for r in rows.values() if "error" in r]
 
-    # DNA: both module layouts, timings of the UNet with and without the module.
-    for arch in ("light", "official"):
-        dna = rows[("dna", f"unet_step_{arch}")]
-        assert dna["fffvdi_s"] > 0 and dna["plain_s"] > 0 and dna["module_params_m"] > 0
-        assert dna["overhead_pct"] == pytest.approx(100 * (dna["fffvdi_s"] / dna["plain_s"] - 1), abs=0.5)  # 4-digit rounding
+    # DNA: both module layouts (light per memory.compile setting), the UNet with and without the module, no host sync.
+    for arch, target in (("light", "none"), ("light", "module"), ("light", "unet"), ("official", "none")):
+        dna = rows[("dna", f"unet_step_{arch}_128x64x4_float32_{target}")]
+        assert dna["fffvdi_s"] > 0 and dna["plain_s"] > 0 and dna["module_params_m"] > 0 and dna["compile"] == target
+        ratio = 100 * (dna["fffvdi_s"] / dna["plain_s"] - 1)
+        assert dna["overhead_pct"] == pytest.approx(ratio, abs=0.5)  # 4-digit rounding
+        assert dna["host_syncs"] == 0
 
-    # Inference: s/step from two step counts, extrapolated to 25 steps.
-    inf = rows[("inference", "window_128x64x4_float32")]
-    assert inf["s_per_step"] > 0 and inf["window_s_25_steps"] > inf["s_per_step"] * 20
-    assert inf["s_per_frame_25_steps"] == pytest.approx(inf["window_s_25_steps"] / 4, rel=1e-3)
+    # Inference: s/step from two step counts, extrapolated to 25 steps, per memory.compile setting.
+    for target in ("none", "module", "unet"):
+        inf = rows[("inference", f"window_128x64x4_float32_{target}")]
+        assert inf["s_per_step"] > 0 and inf["window_s_25_steps"] > inf["s_per_step"] * 20 and inf["first_run_s"] > 0
+        assert inf["s_per_frame_25_steps"] == pytest.approx(inf["window_s_25_steps"] / 4, rel=1e-3)
 
     # Training: one row per configuration; LoRA trains fewer weights than full fine-tuning.
     full, lora = rows[("train", "full_light")], rows[("train", "lora16_light")]
@@ -56,3 +59,5 @@ def test_gpu_check_refuses_cuda_without_a_gpu(tmp_path):
 def test_gpu_check_rejects_an_unknown_section(tmp_path):
     proc = run_check("--device", "cpu", "--tiny", "--only", "dna,speed", "--out", str(tmp_path))
     assert proc.returncode == 2 and "unknown section(s) ['speed']" in proc.stderr
+    proc = run_check("--device", "cpu", "--tiny", "--compile", "none,graphs", "--out", str(tmp_path))
+    assert proc.returncode == 2 and "unknown setting(s) ['graphs']" in proc.stderr

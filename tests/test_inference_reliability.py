@@ -61,6 +61,7 @@ def one_line_error(capsys, code: int) -> str:
     ("method=diffusion", "method='diffusion'"),
     ("memory.offload=disk", "memory.offload='disk'"),
     ("memory.attention=flash", "memory.attention='flash'"),
+    ("memory.compile=graphs", "memory.compile='graphs'"),
     ("sampling.clip_source=gt", "sampling.clip_source='gt'"),
     ("sampling.fill_source=x", "sampling.fill_source='x'"),
     ("propagate.combine=mean", "propagate.combine='mean'"),

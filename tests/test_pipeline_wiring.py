@@ -61,9 +61,9 @@ def test_unet_sees_latent_masks_and_flows_and_guidance_rises(components, monkeyp
     unet = pipe.c.unet
     real_forward = unet.forward
     monkeypatch.setattr(unet, "forward", lambda *a, **k: unet_calls.append(k) or real_forward(*a, **k))
-    real_cfg = pipeline_mod.cfg_denoise
-    monkeypatch.setattr(pipeline_mod, "cfg_denoise",
-                        lambda d, z, s, c, u, scales: scales_seen.append(scales.clone()) or real_cfg(d, z, s, c, u, scales))
+    real_cfg = pipeline_mod.CFGDenoiser
+    monkeypatch.setattr(pipeline_mod, "CFGDenoiser",
+                        lambda d, c, u, scales: scales_seen.append(scales.clone()) or real_cfg(d, c, u, scales))
     frames, masks = clip()
     pipe(frames, masks, torch.Generator().manual_seed(0))
     assert unet_calls

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 MB = 1024.0**2
@@ -70,6 +71,57 @@ def time_fn(
 ) -> Timing:
     """Median-of-`repeats` timing of one callable after `warmup` calls."""
     return time_interleaved({"fn": fn}, repeats, warmup, device)["fn"]
+
+
+# Ops whose result the host must wait for: a tensor's value read into Python (.item(), bool(), float(), every
+# scalar conversion goes through _local_scalar_dense) or an output whose size depends on the values.
+SYNC_OPS = ("_local_scalar_dense", "nonzero", "masked_select", "_unique2", "unique_consecutive", "unique_dim")
+COPY_OUT = ("tolist", "numpy", "cpu")  # Tensor methods that hand values to the host; on a CPU tensor no op runs
+
+
+class HostSyncCounter(TorchDispatchMode):
+    """Counts host-device syncs of the code run inside `with HostSyncCounter() as c:`; `c.calls` names them.
+
+    Device-independent, so a CPU test sees the `.item()`, `bool(tensor)`, `.tolist()`, boolean indexing or
+    `.cpu()` that would stall a GPU's queue: `SYNC_OPS` at the dispatcher, `COPY_OUT` methods patched meanwhile.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        self._saved: dict[str, Callable] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.__name__.split(".")[0]
+        indices = args[1] if name == "index" and len(args) > 1 else ()
+        bool_index = any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in indices)
+        if name in SYNC_OPS or bool_index:
+            self.calls.append(func.__name__)
+        return func(*args, **(kwargs or {}))
+
+    def __enter__(self):
+        for name in COPY_OUT:
+            self._saved[name] = getattr(torch.Tensor, name)
+            setattr(torch.Tensor, name, self._counting(name, self._saved[name]))
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        for name, method in self._saved.items():
+            setattr(torch.Tensor, name, method)
+        self._saved.clear()
+        return super().__exit__(*exc)
+
+    def _counting(self, name: str, method: Callable) -> Callable:
+        """`method` that records its call first."""
+        def counted(tensor, *args, **kwargs):
+            self.calls.append(f"Tensor.{name}")
+            return method(tensor, *args, **kwargs)
+        return counted
+
+    @property
+    def count(self) -> int:
+        """Number of syncs seen."""
+        return len(self.calls)
 
 
 def process_peak_rss_mb() -> float:

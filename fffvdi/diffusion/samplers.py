@@ -7,6 +7,7 @@ schedule `sigmas [n+1]` ending in 0 (see `fffvdi.diffusion.edm.karras_sigmas`) a
 """
 from __future__ import annotations
 
+import itertools
 from typing import Callable
 
 import torch
@@ -34,6 +35,34 @@ def guidance_scales(
     return torch.linspace(min_scale, max_scale, num_frames, device=device, dtype=dtype)
 
 
+class CFGDenoiser:
+    """SVD's per-frame guided denoiser `(z, sigma) -> D_u + s_f (D_c - D_u)`, set up once for a whole sampling loop.
+
+    What does not change between steps is prepared here, so a step reads no value on the host and repeats no copy:
+    whether guidance is on (as in diffusers' SVD pipeline, off when `max(scales) <= 1`: one conditional call), the
+    batch `[uncond, cond]` of size 2B that runs both halves through one UNet call (and one propagation
+    recurrence), and the scales' broadcast shape.
+    """
+
+    def __init__(self, denoiser: EDMDenoiser, cond: Conditioning, uncond: Conditioning, scales: Tensor) -> None:
+        f = cond.latents.shape[1]
+        if scales.numel() != f:
+            raise InputError(f"cfg_denoise: {scales.numel()} guidance scales for {f} frames; pass one scale per frame")
+        self.denoiser, self.cond = denoiser, cond
+        self.guided = bool(scales.max() > 1.0)  # the one host read, before the loop
+        self.both = Conditioning.cat([uncond, cond]) if self.guided else None  # [2B, ...]
+        self.scales = scales.view(1, f, 1, 1, 1)
+
+    def __call__(self, z: Tensor, sigma: Tensor | float) -> Tensor:
+        """Guided estimate for `z [B, F, 4, h, w]` at `sigma` (a scalar or `[B]`)."""
+        b = z.shape[0]
+        sigma = torch.as_tensor(sigma, dtype=z.dtype, device=z.device).reshape(-1).expand(b)  # [B]
+        if not self.guided:
+            return self.denoiser(z, sigma, self.cond)
+        d_u, d_c = self.denoiser(torch.cat([z, z]), torch.cat([sigma, sigma]), self.both).chunk(2)  # [2B, ...]
+        return d_u + self.scales.to(z.dtype) * (d_c - d_u)
+
+
 def cfg_denoise(
     denoiser: EDMDenoiser,
     z: Tensor,
@@ -42,29 +71,23 @@ def cfg_denoise(
     uncond: Conditioning,
     scales: Tensor,
 ) -> Tensor:
-    """Per-frame guided estimate `D_u + s_f (D_c - D_u)` for `z [B, F, 4, h, w]`, `scales [F]`.
-
-    As in diffusers' SVD pipeline, guidance is off (one conditional call, no unconditional pass) when
-    `max(scales) <= 1`; otherwise cond and uncond run as one batch `[uncond, cond]` of size 2B.
-    """
-    b, f = z.shape[:2]
+    """Per-frame guided estimate `D_u + s_f (D_c - D_u)` for `z [B, F, 4, h, w]`, `scales [F]` (one call of
+    `CFGDenoiser`, which a sampling loop builds once). Guidance is off (one conditional call) when `max(scales) <= 1`;
+    otherwise cond and uncond run as one batch `[uncond, cond]` of size 2B."""
+    f = z.shape[1]
     if scales.numel() != f:
         raise InputError(f"cfg_denoise: {scales.numel()} guidance scales for {f} frames; pass one scale per frame")
-    sigma = torch.as_tensor(sigma, dtype=z.dtype, device=z.device).reshape(-1).expand(b)  # [B]
-    if scales.max() <= 1.0:
-        return denoiser(z, sigma, cond)
-    both = denoiser(torch.cat([z, z]), torch.cat([sigma, sigma]), Conditioning.cat([uncond, cond]))  # [2B, ...]
-    d_u, d_c = both.chunk(2)
-    s = scales.to(z.dtype).view(1, f, 1, 1, 1)
-    return d_u + s * (d_c - d_u)
+    return CFGDenoiser(denoiser, cond, uncond, scales)(z, sigma)
 
 
-def _check_schedule(sigmas: Tensor, name: str) -> None:
-    """Reject schedules the samplers cannot walk."""
+def _check_schedule(sigmas: Tensor, name: str) -> list[float]:
+    """The schedule's values on the host (read once, so steps need not), after rejecting ones samplers cannot walk."""
     if sigmas.ndim != 1 or sigmas.numel() < 2:
         raise InputError(f"{name}: sigmas must be a 1-D schedule of n+1 >= 2 values, got shape {tuple(sigmas.shape)}")
-    if bool((sigmas[1:] > sigmas[:-1]).any()) or bool(sigmas[:-1].le(0).any()):
+    levels = sigmas.tolist()
+    if any(b > a for a, b in itertools.pairwise(levels)) or any(v <= 0 for v in levels[:-1]):
         raise InputError(f"{name}: sigmas must be positive and non-increasing (last may be 0); use karras_sigmas")
+    return levels
 
 
 def _state_dtype(x: Tensor) -> torch.dtype:
@@ -82,7 +105,7 @@ def _sample(
     callback: Callback | None,
 ) -> Tensor:
     """Walk the schedule with Euler steps, each with Heun's trapezoidal correction when `heun` (not into sigma 0)."""
-    _check_schedule(sigmas, name)
+    levels = _check_schedule(sigmas, name)
     sigmas = sigmas.to(device=noise.device, dtype=_state_dtype(noise))
     x = noise.to(sigmas.dtype) * sigmas[0]
     b = x.shape[0]
@@ -91,7 +114,7 @@ def _sample(
         denoised = denoise_fn(x, sigma.expand(b)).to(x.dtype)
         d = (x - denoised) / sigma
         x_next = x + d * (sigma_next - sigma)  # Euler
-        if heun and sigma_next > 0:  # slope at the Euler prediction; the ODE slope at sigma 0 is undefined
+        if heun and levels[i + 1] > 0:  # slope at the Euler prediction; the ODE slope at sigma 0 is undefined
             d_next = (x_next - denoise_fn(x_next, sigma_next.expand(b)).to(x.dtype)) / sigma_next
             x_next = x + 0.5 * (d + d_next) * (sigma_next - sigma)
         x = x_next
@@ -148,7 +171,7 @@ def invert_euler(
     The result is `x(sigmas[0]) / sigmas[0]`, so `sample_euler(denoise_fn, invert_euler(denoise_fn, x0, s), s)`
     approximately returns x0.
     """
-    _check_schedule(sigmas, "invert_euler")
+    levels = _check_schedule(sigmas, "invert_euler")[::-1]  # ascending, on the host
     rising = sigmas.flip(0).to(device=x0.device, dtype=_state_dtype(x0))  # [n+1] ascending
     x = x0.to(rising.dtype)
     b = x.shape[0]
@@ -158,7 +181,7 @@ def invert_euler(
 
     for i in tqdm(range(len(rising) - 1), disable=not progress, desc="inverting"):
         sigma, sigma_next = rising[i], rising[i + 1]
-        at = sigma if sigma > 0 else sigma_next  # level where the explicit slope is evaluated
+        at = sigma if levels[i] > 0 else sigma_next  # level where the explicit slope is evaluated
         x_next = x + slope(x, at) * (sigma_next - sigma)
         for _ in range(refine_iters):
             x_next = x + slope(x_next, sigma_next) * (sigma_next - sigma)
@@ -166,4 +189,4 @@ def invert_euler(
     return x / rising[-1]
 
 
-__all__ = ["cfg_denoise", "guidance_scales", "invert_euler", "sample_euler", "sample_heun"]
+__all__ = ["CFGDenoiser", "cfg_denoise", "guidance_scales", "invert_euler", "sample_euler", "sample_heun"]

@@ -11,12 +11,13 @@ from omegaconf import DictConfig
 from fffvdi.config import check_choices
 from fffvdi.diffusion.conditioning import Conditioning, noise_augment, svd_conditioning
 from fffvdi.diffusion.edm import EDMDenoiser, karras_sigmas
-from fffvdi.diffusion.samplers import cfg_denoise, guidance_scales, invert_euler, sample_euler
+from fffvdi.diffusion.samplers import CFGDenoiser, guidance_scales, invert_euler, sample_euler
 from fffvdi.inpaint.canvas import composite, from_canvas, plan_placement, to_canvas
 from fffvdi.inpaint.conditioner import CLIP_SOURCES, Conditioner, clip_source_image, offloader, stay
 from fffvdi.inpaint.config import resolve_canvas
 from fffvdi.inpaint.first_frame_fill import fill_first_frame_noise
 from fffvdi.models.loading import SVDComponents
+from fffvdi.models.unet import COMPILE_TARGETS
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ OFFLOADS = ("none", "model")  # memory.offload: model = idle components wait on 
 ATTENTIONS = ("sdpa", "default")  # memory.attention: PyTorch's fused attention, or diffusers' default processor
 # The pipeline's closed choices (check_inference_config checks them, and every other one, up front).
 CHOICES = {"sampling.clip_source": CLIP_SOURCES, "sampling.fill_source": FILL_SOURCES, "memory.offload": OFFLOADS,
-           "memory.attention": ATTENTIONS}
+           "memory.attention": ATTENTIONS, "memory.compile": COMPILE_TARGETS}
 
 
 class FFFVDIPipeline:
@@ -48,6 +49,7 @@ class FFFVDIPipeline:
             components.unet.unet.enable_forward_chunking(chunk_size=mem.forward_chunk_size, dim=1)
         if mem.attention == "default":
             components.unet.unet.set_default_attn_processor()
+        components.unet.set_compile(mem.compile)  # also "none": components may be shared with an earlier pipeline
         if mem.offload == "model":  # park everything on the CPU; `_on_device` brings one part at a time
             for m in (components.unet, components.vae, components.image_encoder):
                 m.to("cpu")
@@ -111,11 +113,9 @@ class FFFVDIPipeline:
         # 5. EDM Euler sampling on Karras sigmas with per-frame guidance.
         sigmas = karras_sigmas(s.num_steps, s.sigma_min, s.sigma_max).to(self.device)
         scales = guidance_scales(num_frames, s.min_guidance_scale, s.max_guidance_scale, device=self.device)
-        uncond = cond.unconditional()
+        guided = CFGDenoiser(self.denoiser, cond, cond.unconditional(), scales)  # both halves batched, set up once
         with self._on_device(self.c.unet):
-            latents = sample_euler(
-                lambda z, sigma: cfg_denoise(self.denoiser, z, sigma, cond, uncond, scales), noise, sigmas, progress=progress
-            )
+            latents = sample_euler(guided, noise, sigmas, progress=progress)
 
         # 6. Decode in chunks.  7. Composite at the input's own size: generated pixels only inside the mask.
         decoded = from_canvas(self.cond.decode(latents), place)  # [1, F, 3, H, W] in [-1, 1]

@@ -5,7 +5,10 @@ running feature from frame t+1 to frame t, a forward pass (t = 0 .. F-1) carries
 outputs from t-1 to t; each step aligns the neighbour with a flow-guided modulated deformable
 convolution (offsets = flow + bounded learned residue, as in BasicVSR++ / ProPainter) and mixes it
 with the current feature. A zero-initialised fusion conv adds the result to the input, so a new
-module is an exact identity and a pretrained SVD is unchanged at step 0.
+module is an exact identity and a pretrained SVD is unchanged at step 0. What a step reads from the flows
+alone (warp grids, forward-backward validity) is computed once per forward, batched over the frame pairs,
+and no step reads a tensor value on the host: on a GPU the recurrence is launch-bound, so every kernel and
+sync per frame counts (tests/test_gpu_speed_paths.py holds both).
 
 Propagation modules are registered by name in `PROPAGATION_MODULES` (config key `model.propagation.arch`);
 `build_propagation` makes one, and a saved module is rebuilt from its `propagation_config.json` the same way.
@@ -31,7 +34,7 @@ from torch.utils.checkpoint import checkpoint
 from torchvision.ops import DeformConv2d, deform_conv2d
 
 from fffvdi.errors import ConfigError, InputError
-from fffvdi.flow.warp import fb_consistency, flow_warp
+from fffvdi.flow.warp import fb_consistency, flow_grid, warp_by_grid
 
 _KERNEL = 3  # deformable kernel size (3x3)
 FLOW_UNITS = ("cells", "pixels")  # model.propagation.flow_units, see ArchRules.flow_units
@@ -95,10 +98,10 @@ class FlowGuidedDeformAlign(nn.Module):
         taps = self.deform_groups * _KERNEL * _KERNEL
         out = self.offset_net(cond)  # [N, 3 * taps, h, w]
         delta, logits = out[:, : 2 * taps], out[:, 2 * taps :]
-        # deform_conv2d reads offsets as [N, (group, tap, (dy, dx)), h, w]: flip the flow to (y, x)
-        # and tile it over every group and tap.
-        flow_yx = flow.flip(1).repeat(1, taps, 1, 1)  # [N, 2 * taps, h, w]
-        offset = self.max_residue * torch.tanh(delta) + flow_yx
+        # deform_conv2d reads offsets as [N, (group, tap, (dy, dx)), h, w]: flip the flow to (y, x) and add it to
+        # every group and tap by broadcasting (no tiled copy of the flow).
+        residue = (self.max_residue * torch.tanh(delta)).unflatten(1, (taps, 2))  # [N, taps, 2, h, w]
+        offset = (residue + flow.flip(1)[:, None]).flatten(1, 2)  # [N, 2 * taps, h, w]
         mask = torch.sigmoid(logits)
         if neighbour.dtype == torch.float32 and not torch.is_autocast_enabled(neighbour.device.type):
             return self.deform(neighbour, offset, mask=mask)
@@ -144,6 +147,7 @@ class DeformableNoiseAlignment(nn.Module):
                             arch=arch, identity_init=bool(identity_init), flow_units=flow_units,
                             residual=self.rules.residual)
         self.gradient_checkpointing = False
+        self._compiled: tuple[str, str | None] | None = None  # (backend, mode) of torch.compile'd steps; None = eager
 
         # light: a 3x3 projection to the narrower width; official: the features as they are.
         self.proj_in = nn.Identity() if arch == "official" else nn.Conv2d(channels, hidden, 3, padding=1)
@@ -166,28 +170,54 @@ class DeformableNoiseAlignment(nn.Module):
         """Constructor arguments (saved next to the weights)."""
         return dict(self._config)
 
-    def _step(
-        self, direction: str, current: torch.Tensor, mask: torch.Tensor, neighbour: torch.Tensor | None,
-        flow: torch.Tensor | None, flow_back: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """One recurrent step: align `neighbour` (None at the sequence start) to frame t, mix with `current`."""
+    def _step(self, direction: str, current: torch.Tensor, mask: torch.Tensor, neighbour: torch.Tensor | None,
+              guide: tuple[torch.Tensor, ...] | None) -> torch.Tensor:
+        """One recurrent step: align `neighbour` (None at the sequence start) to frame t, mix with `current`.
+
+        `guide` = (warp grid, flow, fb validity) of this frame pair (`_guides`, cast by `_as`); None at the start."""
         rules = self.rules
         if neighbour is None:  # the first frame of a pass has no neighbour
             aligned = current if rules.start_from_current else torch.zeros_like(current)
         else:
-            # Warping and the fb check run in float32: squared flows overflow fp16 for large motion.
-            warped = flow_warp(neighbour, flow, padding_mode=rules.padding)
-            valid = fb_consistency(flow, flow_back, padding_mode=rules.padding, require_in_bounds=rules.fb_in_bounds)
-            cond = torch.cat([current, warped, flow.to(current.dtype), valid.to(current.dtype), mask], dim=1)
-            aligned = self.align[direction](neighbour, cond, flow.to(current.dtype))  # [N, hidden, h, w]
+            grid, flow, valid = guide
+            warped = warp_by_grid(neighbour, grid, padding_mode=rules.padding)
+            cond = torch.cat([current, warped, flow, valid, mask], dim=1)
+            aligned = self.align[direction](neighbour, cond, flow)  # [N, hidden, h, w]
         refined = self.backbone[direction](torch.cat([current, aligned, mask], dim=1))
         return aligned + refined if rules.residual else refined
 
     def _run_step(self, *args) -> torch.Tensor:
-        """`_step`, optionally under activation checkpointing."""
+        """`_step`, compiled when `compile_step` asked for it, optionally under activation checkpointing."""
+        compiled = getattr(self, "_compiled", None)  # absent on modules unpickled from before it existed
+        if compiled is not None and args[3] is not None:  # a pass's first step (no neighbour) is too small to pay off
+            step = functools.partial(_compiled_step(*compiled), self)
+        else:
+            step = self._step
         if self.gradient_checkpointing and torch.is_grad_enabled():
-            return checkpoint(self._step, *args, use_reentrant=False)
-        return self._step(*args)
+            return checkpoint(step, *args, use_reentrant=False)
+        return step(*args)
+
+    def compile_step(self, backend: str | None = "inductor", mode: str | None = None) -> None:
+        """Run each recurrent step through `torch.compile(backend, mode)` (one graph per direction; a pass's first
+        step stays eager); None goes back to eager. The module's weights, state dict and copies are unaffected."""
+        self._compiled = None if backend is None else (backend, mode)
+
+    def _guides(
+        self, flow: torch.Tensor, flow_back: torch.Tensor, dtype: torch.dtype
+    ) -> list[tuple[torch.Tensor, ...]]:
+        """Per frame pair of one pass, what its step reads from the flows alone: (warp grid, flow, fb validity) in
+        `dtype`, then the same in float32. Flows are the same at every step, so this runs once per forward, batched
+        over all pairs; `flow`, `flow_back` `[B, F-1, 2, h, w]` float32.
+
+        Warping and the fb check run in float32 (squared flows overflow fp16 for large motion)."""
+        rules, (b, pairs) = self.rules, flow.shape[:2]
+        if pairs == 0:  # a single frame: no pair to align
+            return []
+        flat, back = flow.flatten(0, 1), flow_back.flatten(0, 1)  # [(B F-1), 2, h, w]
+        grid = flow_grid(flat)
+        valid = fb_consistency(flat, back, padding_mode=rules.padding, require_in_bounds=rules.fb_in_bounds)
+        both = [grid.to(dtype), flat.to(dtype), valid.to(dtype), grid, flat, valid]
+        return list(zip(*[x.unflatten(0, (b, pairs)).unbind(1) for x in both]))
 
     def forward(
         self, feats: torch.Tensor, masks: torch.Tensor, flows_fw: torch.Tensor, flows_bw: torch.Tensor
@@ -198,26 +228,37 @@ class DeformableNoiseAlignment(nn.Module):
         masks = masks.to(feats.dtype)
         flows_fw, flows_bw = flows_fw.float(), flows_bw.float()
         cur = self.proj_in(feats.flatten(0, 1)).unflatten(0, (b, f))  # [B, F, hidden, h, w]
+        cur_t, mask_t = cur.unbind(1), masks.unbind(1)  # per-frame views, taken once
 
-        # Backward pass t = F-1 .. 0: flows_fw[:, t] brings frame t+1 into frame t.
+        # Backward pass t = F-1 .. 0: flows_fw[:, t] brings frame t+1 into frame t (fb-checked against flows_bw[:, t]).
+        guide = self._guides(flows_fw, flows_bw, cur.dtype)
         backward: list[torch.Tensor | None] = [None] * f
-        for t in range(f - 1, -1, -1):
-            nb = None if t == f - 1 else backward[t + 1]
-            fl = None if t == f - 1 else flows_fw[:, t]
-            fb = None if t == f - 1 else flows_bw[:, t]
-            backward[t] = self._run_step("bwd", cur[:, t], masks[:, t], nb, fl, fb)
+        backward[f - 1] = self._run_step("bwd", cur_t[f - 1], mask_t[f - 1], None, None)
+        for t in range(f - 2, -1, -1):
+            nb = backward[t + 1]
+            backward[t] = self._run_step("bwd", cur_t[t], mask_t[t], nb, self._as(guide[t], cur_t[t], nb))
 
         # Forward pass t = 0 .. F-1 on the backward outputs: flows_bw[:, t-1] brings frame t-1 into t.
-        forward: list[torch.Tensor | None] = [None] * f
-        for t in range(f):
-            nb = None if t == 0 else forward[t - 1]
-            fl = None if t == 0 else flows_bw[:, t - 1]
-            fb = None if t == 0 else flows_fw[:, t - 1]
-            forward[t] = self._run_step("fwd", backward[t], masks[:, t], nb, fl, fb)
+        guide = self._guides(flows_bw, flows_fw, cur.dtype)
+        forward: list[torch.Tensor] = [self._run_step("fwd", backward[0], mask_t[0], None, None)]
+        for t in range(1, f):
+            nb = forward[t - 1]
+            forward.append(self._run_step("fwd", backward[t], mask_t[t], nb, self._as(guide[t - 1], backward[t], nb)))
 
         fused = torch.cat([torch.stack(backward, 1), torch.stack(forward, 1), masks], dim=2)  # [B, F, 2*hidden+1, h, w]
         delta = self.fusion(fused.flatten(0, 1)).unflatten(0, (b, f))  # [B, F, C, h, w]
         return feats + delta
+
+    @staticmethod
+    def _as(
+        guide: tuple[torch.Tensor, ...], current: torch.Tensor, neighbour: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """`guide`'s grid in the neighbour's dtype, flow and validity in the current feature's (what the warp and the
+        condition read): the precast ones unless mixed precision left a pass in another dtype than the projection."""
+        grid, flow, valid, grid32, flow32, valid32 = guide
+        if grid.dtype == neighbour.dtype and flow.dtype == current.dtype:
+            return grid, flow, valid
+        return grid32.to(neighbour.dtype), flow32.to(current.dtype), valid32.to(current.dtype)
 
     def _check_inputs(self, feats: torch.Tensor, masks: torch.Tensor, flows_fw: torch.Tensor, flows_bw: torch.Tensor) -> None:
         """Raise InputError unless shapes follow the [B, F, C, h, w] / [B, F-1, 2, h, w] contract."""
@@ -229,6 +270,13 @@ class DeformableNoiseAlignment(nn.Module):
         for name, fl in (("flows_fw", flows_fw), ("flows_bw", flows_bw)):
             if tuple(fl.shape) != (b, f - 1, 2, h, w):
                 raise InputError(f"DNA {name} must be [B, F-1, 2, h, w] = {(b, f - 1, 2, h, w)}, got {tuple(fl.shape)}")
+
+
+@functools.cache
+def _compiled_step(backend: str, mode: str | None) -> Callable:
+    """`DeformableNoiseAlignment._step` under torch.compile, shared by all modules (guards tell them apart); the
+    module keeps only (backend, mode), so it stays picklable and a deepcopy does not call its original."""
+    return torch.compile(DeformableNoiseAlignment._step, backend=backend, mode=mode, dynamic=False)
 
 
 # model.propagation.arch -> constructor of the module run on the conv_in features. It is called with `channels` and

@@ -19,7 +19,7 @@ from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 from safetensors.torch import load_file, save_file
 
-from fffvdi.errors import InputError, ModelLoadError
+from fffvdi.errors import ConfigError, InputError, ModelLoadError
 from fffvdi.models.propagation import ARCH_RULES, build_propagation
 
 logger = logging.getLogger(__name__)
@@ -28,6 +28,9 @@ PROPAGATION_WEIGHTS = "propagation.safetensors"
 PROPAGATION_CONFIG = "propagation_config.json"
 
 
+# memory.compile: what runs under torch.compile. none: eager; module: each recurrent step of the propagation module
+# (its many small kernels are the module's GPU cost); unet: the whole UNet forward, the module included.
+COMPILE_TARGETS = ("none", "module", "unet")
 TEMPORAL_BLOCK = "TemporalBasicTransformerBlock"  # diffusers' class of SVD's temporal_transformer_blocks
 
 
@@ -106,6 +109,24 @@ class FFFVDIUNet(torch.nn.Module):
     def set_propagation_enabled(self, enabled: bool) -> None:
         """Switch the propagation module on or off (off = plain SVD UNet)."""
         self.propagation_enabled = bool(enabled)
+
+    def set_compile(self, target: str, backend: str = "inductor", mode: str | None = None) -> None:
+        """Run `target` (one of COMPILE_TARGETS) through `torch.compile(backend, mode)` from the next call on; "none"
+        returns to eager. Wrapped in place (diffusers' forward is not copied); weights and state dict are unchanged."""
+        if target not in COMPILE_TARGETS:
+            raise ConfigError(f"memory.compile={target!r} is unknown; use one of {', '.join(COMPILE_TARGETS)}",
+                              key="memory.compile")
+        prop = self.propagation
+        if hasattr(prop, "compile_step"):  # DNA: compile the step, the flow preparation stays one eager batch
+            prop.compile_step(backend if target == "module" else None, mode)
+        elif target == "module":  # another registered module: its whole forward
+            prop.compile(backend=backend, mode=mode, dynamic=False)
+        else:
+            prop._compiled_call_impl = None  # what nn.Module.compile sets; None = eager
+        if target == "unet":  # nn.Module.compile wraps the call, hooks included: the module runs inside the graph
+            self.unet.compile(backend=backend, mode=mode, dynamic=False)
+        else:
+            self.unet._compiled_call_impl = None
 
     # --- forward ---------------------------------------------------------------------------------
     def _conv_in_hook(self, module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
