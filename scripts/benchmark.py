@@ -5,7 +5,8 @@ Sections: unet_step (FFF-VDI UNet vs the plain SVD UNet with the same weights vs
 flow (estimation; completion: smooth, cv2_inpaint, propainter), vae (encode, chunked decode), inference (whole pipeline per output frame and
 peak memory, each case in a fresh subprocess), train_step (EDM loss forward + backward + AdamW step),
 crop (1080p input with a mask of 5 % of the area: window.region=crop vs full), data_loader (clips/s), propagate (the weight-free method: s/frame at 432x240 and 640x272, masked PSNR vs Telea
-on the real-motion-like scenes, peak memory for 300 vs 50 frames). Timings are medians of --repeats runs after --warmup runs. All weights are random:
+on the real-motion-like scenes, peak memory for 300 vs 50 frames, and real footage: masked PSNR of propagate / with
+mask.dilate=0 / Telea / the flow ceiling on Debian's opencv-doc clips, fffvdi/bench/footage.py). Timings are medians of --repeats runs after --warmup runs. All weights are random:
 speed does not depend on their values. Prints a markdown table and writes JSON with machine, versions, commit.
 """
 from __future__ import annotations
@@ -56,6 +57,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None,
                    help="timed runs per measurement, median reported (default 3; svd-xt on cpu 2)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs before timing")
+    p.add_argument("--footage-sizes", default="native,240x432",
+                   help="propagate's real-footage cases (Debian's opencv-doc clips, fetched with apt-get when missing): "
+                        "comma-separated sizes, native and/or HxW; empty to skip")
+    p.add_argument("--footage-frames", type=int, default=30, help="frames per real-footage case")
     p.add_argument("--frames", type=int, default=None, help="frames for unet_step / vae / train_step (>= 2)")
     p.add_argument("--height", type=int, default=None, help="pixel height there and in flow, data_loader (x64)")
     p.add_argument("--width", type=int, default=None, help="pixel width of those sections (multiple of 64)")

@@ -17,10 +17,13 @@ import torch
 
 from fffvdi.bench import measure as bm
 from fffvdi.bench import presets
+from fffvdi.bench.footage import find_footage, footage_cases
+from fffvdi.bench.footage_score import score_case
 from fffvdi.config import load_config
 from fffvdi.data.motion_scenes import SCENES, masked_psnr, render_scene
 from fffvdi.data.synthetic import make_synthetic_dataset
 from fffvdi.data.youtube_vos import VideoClipDataset
+from fffvdi.errors import InputError
 from fffvdi.flow.completion import build_flow_completer
 from fffvdi.flow.estimators import DISFlow
 from fffvdi.inpaint.config import InferenceConfig
@@ -81,6 +84,22 @@ def bench_propagate(args, rep: bm.Report) -> None:
             rep.add("propagate", f"peak_arrays_{frames}_frames_radius_{radius}", peaks[frames], "MiB",
                     rss_peak_mb=round(sampler.peak_mb, 1), rss_growth_mb=round(sampler.peak_mb - start, 1), size="240x432")
         rep.add("propagate", f"peak_arrays_ratio_300_vs_50_radius_{radius}", peaks[300] / peaks[50], "x")
+    bench_footage(args, rep)
+
+
+def bench_footage(args, rep: bm.Report) -> None:
+    """Real clips (Debian's opencv-doc): masked PSNR of propagate, with mask.dilate=0, Telea and the flow ceiling."""
+    if not args.footage_sizes:
+        return
+    try:
+        root = find_footage()
+    except InputError as err:
+        rep.add("propagate", "footage", None, "dB", skipped=str(err))
+        return
+    for case in footage_cases(root, args.footage_frames, tuple(args.footage_sizes.split(","))):
+        row = score_case(case)
+        rep.add("propagate", f"footage_{case.name}", row.pop("propagate"), "dB", frames=len(case.frames),
+                **{k: v for k, v in row.items() if k != "case"})
 
 
 def run_case(spec: dict) -> dict:

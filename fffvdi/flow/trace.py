@@ -40,10 +40,16 @@ class FrameRecord:
     flow_next: Optional[np.ndarray]  # float32 [2, h, w]: flow to frame k+1 on this frame's grid; None at the end
     flow_prev: Optional[np.ndarray]  # float32 [2, h, w]: flow to frame k-1; None at the start
     values: Optional[np.ndarray] = None  # [h, w, C]: what a landing reads (pixels, noise); hole entries unused
+    trusted_next: Optional[np.ndarray] = None  # bool [h, w]: where flow_next may be followed (None: everywhere)
+    trusted_prev: Optional[np.ndarray] = None  # bool [h, w]: the same for flow_prev
 
     def flow(self, step: int) -> Optional[np.ndarray]:
         """The flow that moves a point one frame in the direction of `step` (+1 or -1)."""
         return self.flow_next if step > 0 else self.flow_prev
+
+    def trusted(self, step: int) -> Optional[np.ndarray]:
+        """Where the flow in the direction of `step` may be followed; None: everywhere."""
+        return self.trusted_next if step > 0 else self.trusted_prev
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -134,6 +140,9 @@ def trace(
         rec, nxt = records.get(k), records.get(k + step)
         if idx.size == 0 or rec is None or nxt is None or rec.flow(step) is None:
             break
+        if rec.trusted(step) is not None:  # a distrusted completed flow: the trajectory ends here without a source
+            keep = lookup(rec, rec.trusted(step), round_half_up(y), round_half_up(x), outside=True)
+            idx, y, x = idx[keep], y[keep], x[keep]
         u, v = sample_flow(rec, rec.flow(step), y, x)
         y2, x2 = y + v, x + u
         inside = (y2 >= 0) & (y2 <= height - 1) & (x2 >= 0) & (x2 <= width - 1)  # else it left the view

@@ -18,7 +18,10 @@ from fffvdi.io.masks import MASK_MODES, RESIZE_MODES
 from fffvdi.models.hub import is_local
 from fffvdi.models.loading import model_source_problems
 from fffvdi.models.propagation import FLOW_UNITS, PROPAGATION_MODULES
+from fffvdi.models.unet import COMPILE_TARGETS
+from fffvdi.propagate.carry import UNREVEALED
 from fffvdi.propagate.pixels import COMBINE
+from fffvdi.propagate.telea import SPATIAL
 from fffvdi.propagate.video import BLEND
 
 # Config keys with a closed set of values, read from the registries and constants of their implementations.
@@ -37,8 +40,11 @@ CHOICES = {
     "window.fit": FITS,
     "memory.offload": OFFLOADS,
     "memory.attention": ATTENTIONS,
+    "memory.compile": COMPILE_TARGETS,
     "propagate.combine": COMBINE,
     "propagate.blend": BLEND,
+    "propagate.unrevealed": UNREVEALED,
+    "propagate.spatial": tuple(SPATIAL),
 }
 
 # (key, lowest allowed, lowest is exclusive, why); None values are skipped (they mean "default").
@@ -65,6 +71,7 @@ RANGES = (
     ("output.feather", 0, False, "blend width in pixels"),
     ("propagate.radius", 1, False, "frames searched each way"),
     ("propagate.telea_radius", 1, False, "Telea radius in pixels"),
+    ("propagate.trust", 0, False, "flow spread in pixels"),
 )
 
 

@@ -62,6 +62,10 @@ class MemoryConfig:
     offload: str = "none"  # none | model (idle components wait on the CPU)
     forward_chunk_size: Optional[int] = None  # chunk the UNet's feed-forward layers (lower memory, slower)
     attention: str = "sdpa"  # sdpa (PyTorch scaled-dot-product attention) | default
+    compile: str = "none"  # torch.compile: none (eager) | module (each recurrent step of the propagation module, whose
+    #   many small kernels are its GPU cost) | unet (the whole UNet forward, module included). The first window pays
+    #   the compilation (tens of seconds to minutes), later windows of the same size reuse it; outputs equal eager's
+    #   within float tolerance. Eager stays the default until a GPU measures the gain (README, Benchmarks)
 
 
 @dataclass
@@ -87,6 +91,12 @@ class PropagateConfig:
     blend: str = "none"  # none | poisson (gradient-domain blend that hides seams at the hole border)
     fb_check: bool = True  # reject landings on content the estimated flow marks as occluded
     telea_radius: int = 3  # OpenCV Telea radius: frames pre-filled for flow, never-revealed pixels
+    unrevealed: str = "frame"  # pixels no frame shows: frame (filled spatially anew in every frame) | carry (filled
+    #   once where they first occur, then carried along the flow and pasted seamlessly: far less flicker, but a poor
+    #   first fill is kept; README, propagate)
+    spatial: str = "telea"  # spatial filler of never-revealed pixels: telea | ns (OpenCV Navier-Stokes)
+    trust: Optional[float] = None  # follow completed flow only where the flows left/right/above/below the hole spread
+    #   by at most this many pixels (README: helps fixed holes beside fast foreground, costs moving holes); None: always
 
 
 @dataclass

@@ -30,11 +30,12 @@ def as_clip_arrays(frames: ArrayLike, masks: ArrayLike) -> tuple[np.ndarray, np.
     return frames, masks > 0
 
 
+SPATIAL = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}  # OpenCV's two spatial fillers (Telea; Navier-Stokes)
 NO_CONTENT = 128  # value of a frame with no known pixel and nothing to borrow from (mid-gray, never the input)
 
 
-def telea_frame(frame: np.ndarray, hole: np.ndarray, radius: int = 3) -> np.ndarray:
-    """OpenCV Telea fill of `hole [H, W]` in one uint8 frame `[H, W, 3]`; a copy when there is no hole.
+def telea_frame(frame: np.ndarray, hole: np.ndarray, radius: int = 3, method: str = "telea") -> np.ndarray:
+    """OpenCV Telea (or `method="ns"`) fill of `hole [H, W]` in one uint8 frame `[H, W, 3]`; a copy when no hole.
 
     A frame that is all hole has nothing to fill from (OpenCV would hand back the hidden input):
     it becomes mid-gray; video-level callers borrow a neighbouring frame's content instead.
@@ -44,7 +45,7 @@ def telea_frame(frame: np.ndarray, hole: np.ndarray, radius: int = 3) -> np.ndar
         return frame.copy()
     if hole.all():
         return np.full_like(frame, NO_CONTENT)
-    out = cv2.inpaint(np.ascontiguousarray(frame), hole.astype(np.uint8), radius, cv2.INPAINT_TELEA)
+    out = cv2.inpaint(np.ascontiguousarray(frame), hole.astype(np.uint8), radius, SPATIAL[method])
     out[~hole] = frame[~hole]  # Telea only writes inside the mask; make that a guarantee
     return out
 

@@ -28,7 +28,9 @@ from fffvdi.flow.completion import FlowCompleter
 from fffvdi.flow.estimators import FlowEstimator
 from fffvdi.flow.trace import FrameRecord, Landing
 from fffvdi.propagate.pixels import COMBINE, STEPS, fill_points, poisson_blend, source_gradients
-from fffvdi.propagate.telea import telea_frame
+from fffvdi.propagate.carry import UNREVEALED, carry_unrevealed
+from fffvdi.propagate.telea import SPATIAL, telea_frame
+from fffvdi.propagate.trust import trusted
 
 BLEND = ("none", "poisson")
 
@@ -42,8 +44,17 @@ class PropagateOptions:
     blend: str = "none"  # none | poisson (gradient-domain blend: no seams at the hole border or between sources)
     fb_check: bool = True  # end a trajectory where it lands on content that the estimated flow says is occluded
     telea_radius: int = 3  # OpenCV Telea radius for pre-filling frames for flow and for never-revealed pixels
+    unrevealed: str = "frame"  # pixels no frame shows: frame (filled spatially anew in every frame) | carry (filled
+    #   once, then carried along the flow: far less flicker, but a poor first fill is kept; README, propagate)
+    spatial: str = "telea"  # the spatial filler of never-revealed pixels: telea | ns (OpenCV Navier-Stokes)
+    trust: Optional[float] = None  # completed flow is followed only where the flows around the hole (left, right, up,
+    #   down) spread by at most this many pixels (fffvdi/propagate/trust.py); None: everywhere
 
     def __post_init__(self) -> None:
+        if self.unrevealed not in UNREVEALED:
+            raise ConfigError(f"propagate.unrevealed={self.unrevealed!r} is unknown; use one of {', '.join(UNREVEALED)}")
+        if self.spatial not in SPATIAL:
+            raise ConfigError(f"propagate.spatial={self.spatial!r} is unknown; use one of {', '.join(SPATIAL)}")
         if self.blend not in BLEND:
             raise ConfigError(f"propagate.blend={self.blend!r} is unknown; use one of {', '.join(BLEND)}")
         if self.combine not in COMBINE:
@@ -136,6 +147,7 @@ def _finish(
         vals = _blend_seams(records, frame, hole, ys, xs, chosen)
     take = ok
     result = frame.copy()
+    rec = records.get(t)
     result[ys[take], xs[take]] = np.clip(np.rint(vals[take]), 0, 255).astype(np.uint8)
     left = hole.copy()
     left[ys[take], xs[take]] = False
@@ -143,8 +155,10 @@ def _finish(
     stats.propagated += int(take.sum())
     if left.all() and previous is not None:  # nothing known nor propagated: the nearest finished content
         result = previous.copy()
-    elif left.any():  # never revealed anywhere within the radius: spatial fill from the border inwards
-        result = telea_frame(result, left, opts.telea_radius)
+    elif left.any():  # never revealed within the radius: carried from the last frame, else a spatial fill
+        rest = carry_unrevealed(result, left, previous, rec) if opts.unrevealed == "carry" else left
+        if rest.any():
+            result = telea_frame(result, rest, opts.telea_radius, opts.spatial)
     return result, left
 
 
@@ -188,6 +202,8 @@ def propagate_video(
             None if cur["flow_next"] is None else np.ascontiguousarray(cur["flow_next"][crop]),
             None if cur["flow_prev"] is None else np.ascontiguousarray(cur["flow_prev"][crop]),
             values,
+            None if cur.get("trust_next") is None else cur["trust_next"][y0:y1, x0:x1],
+            None if cur.get("trust_prev") is None else cur["trust_prev"][y0:y1, x0:x1],
         )
 
     previous: Optional[np.ndarray] = None  # the last finished frame
@@ -238,6 +254,9 @@ def propagate_video(
                 lead = gap
             else:
                 fw, bw = pairs(anchor["prefilled"], cur["prefilled"], np.stack([anchor["hole"], hole]))
+                if opts.trust is not None and not gap:  # across all-hole frames there is no border to judge by
+                    anchor["trust_next"] = trusted(fw, anchor["flow_hole"], opts.trust)
+                    cur["trust_prev"] = trusted(bw, cur["flow_hole"], opts.trust)
                 # Across all-hole frames, assume constant motion: each step takes an equal share of the flow.
                 fw, bw = fw / (len(gap) + 1), bw / (len(gap) + 1)
                 if lead:  # and the same motion back to the start of the video
