@@ -61,6 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="propagate's real-footage cases (Debian's opencv-doc clips, fetched with apt-get when missing): "
                         "comma-separated sizes, native and/or HxW; empty to skip")
     p.add_argument("--footage-frames", type=int, default=30, help="frames per real-footage case")
+    p.add_argument("--footage-options", default="",
+                   help="propagate options for the real-footage cases, comma-separated key=value (e.g. "
+                        "unrevealed=carry,trust=2); default: the method's defaults")
     p.add_argument("--frames", type=int, default=None, help="frames for unet_step / vae / train_step (>= 2)")
     p.add_argument("--height", type=int, default=None, help="pixel height there and in flow, data_loader (x64)")
     p.add_argument("--width", type=int, default=None, help="pixel width of those sections (multiple of 64)")

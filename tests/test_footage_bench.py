@@ -4,8 +4,12 @@ import pytest
 
 import fffvdi.bench.footage as footage
 from fffvdi.bench.footage import FootageCase, box_masks, paste_object
-from fffvdi.bench.footage_score import score_case
+from fffvdi.bench import measure as bm
+from fffvdi.bench import video as bench_video
+from fffvdi.bench.footage_score import hole_ewarp, score_case, true_flows
 from fffvdi.errors import InputError
+from fffvdi.propagate.video import PropagateOptions
+from synthetic_video import translating_frames
 
 
 @pytest.mark.parametrize("kind, speed", [("cross2", 2), ("cross6", 6), ("fixed", 0)])
@@ -27,14 +31,44 @@ def test_pasted_object_has_its_soft_edge_outside_the_mask():
     assert len({tuple(np.argwhere(m)[0]) for m in masks}) == 5  # it moves
 
 
+def _pan_case(kind: str = "cross6") -> FootageCase:
+    truth = translating_frames((2, 0), 8, (48, 96))  # a textured pan, 2 px/frame: the flow carries the content
+    masks = box_masks(kind, 8, (48, 96))
+    return FootageCase(f"pan-{kind}-48x96", np.where(masks[..., None], 0, truth), truth, masks)
+
+
 def test_score_case_reports_every_column_on_the_users_mask():
-    rng = np.random.default_rng(0)
-    truth = np.repeat(rng.integers(0, 255, (1, 48, 96, 3), dtype=np.uint8), 6, 0)
-    masks = box_masks("cross6", 6, (48, 96))
-    case = FootageCase("still-cross6-48x96", np.where(masks[..., None], 0, truth), truth, masks)
-    row = score_case(case)
+    row = score_case(_pan_case())
     assert set(row) >= {"propagate", "dilate0", "telea", "ceiling", "s_per_frame"}
-    assert row["ceiling"] > row["telea"] + 5 and row["propagate"] > row["telea"] + 5  # a still scene: all revealed
+    assert row["ceiling"] > row["telea"] + 5 and row["propagate"] > row["telea"] + 5  # the pan reveals the hole
+
+
+def test_hole_ewarp_is_zero_for_content_moving_with_the_flow_and_sees_flicker():
+    case = _pan_case("fixed")
+    flows = true_flows(case.truth)
+    steady = hole_ewarp(case.truth, case.masks, flows)
+    flicker = case.truth.copy()
+    flicker[1::2][case.masks[1::2]] = 0  # every other frame's hole goes black
+    assert steady < 1e-3 < hole_ewarp(flicker, case.masks, flows)
+
+
+def test_benchmark_section_reports_each_footage_case(monkeypatch):
+    monkeypatch.setattr(bench_video, "find_footage", lambda: "root")
+    monkeypatch.setattr(bench_video, "footage_cases", lambda root, frames, sizes: [_pan_case("fixed")][: frames])
+    rep = bm.Report()
+    args = type("Args", (), dict(footage_sizes="240x432", footage_frames=8))()
+    bench_video.bench_footage(args, rep)
+    row = rep.results["propagate"]["footage_pan-fixed-48x96"]
+    assert row["unit"] == "dB" and row["value"] == score_case(_pan_case("fixed"))["propagate"]
+    assert {"telea", "ceiling", "dilate0", "ewarp_ratio"} <= set(row)
+    args.footage_options = "unrevealed=carry,trust=2"
+    bench_video.bench_footage(args, rep := bm.Report())
+    row = rep.results["propagate"]["footage_pan-fixed-48x96"]
+    opts = PropagateOptions(unrevealed="carry", trust=2.0)
+    assert row["options"] == "unrevealed=carry,trust=2" and row["value"] == score_case(_pan_case("fixed"), opts)["propagate"]
+    args.footage_sizes = ""
+    bench_video.bench_footage(args, rep := bm.Report())
+    assert rep.results == {}
 
 
 def test_missing_footage_without_apt_is_one_clear_error(monkeypatch, tmp_path):

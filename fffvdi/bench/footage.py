@@ -111,7 +111,7 @@ def cup_object(root: Path, height: int) -> tuple[np.ndarray, np.ndarray]:
     """The cup of `cup.mp4` cut out by its dark pixels: `(rgb [h, w, 3] uint8, alpha [h, w] float in [0, 1])`."""
     frame = read_clip(root, "cup", 1)[0]
     dark = (frame.max(-1) < 70).astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(dark)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(dark)
     biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     x, y, bw, bh = stats[biggest, :4]
     shape = (labels[y : y + bh, x : x + bw] == biggest).astype(np.float32)
@@ -155,6 +155,7 @@ def footage_cases(
 ) -> list[FootageCase]:
     """Every (clip, kind, size) case; `object` pastes the cup, so the cup clip has no `object` case."""
     cases = []
+    objects: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # cut-out cup per height, cut once
     for size_name in sizes:
         size = None if size_name == "native" else tuple(int(v) for v in size_name.split("x"))
         for clip_name in clips:
@@ -164,7 +165,9 @@ def footage_cases(
                 if kind == "object":
                     if clip_name == "cup":
                         continue
-                    rgb, alpha = cup_object(root, hw[0] // 3)
+                    if hw[0] // 3 not in objects:
+                        objects[hw[0] // 3] = cup_object(root, hw[0] // 3)
+                    rgb, alpha = objects[hw[0] // 3]
                     shown, masks = paste_object(truth, rgb, alpha)
                 else:
                     masks = box_masks(kind, frames, hw)

@@ -14,6 +14,7 @@ import tracemalloc
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from fffvdi.bench import measure as bm
 from fffvdi.bench import presets
@@ -96,10 +97,12 @@ def bench_footage(args, rep: bm.Report) -> None:
     except InputError as err:
         rep.add("propagate", "footage", None, "dB", skipped=str(err))
         return
+    options = getattr(args, "footage_options", "")
+    opts = PropagateOptions(**OmegaConf.to_container(OmegaConf.from_dotlist(options.split(",") if options else [])))
     for case in footage_cases(root, args.footage_frames, tuple(args.footage_sizes.split(","))):
-        row = score_case(case)
+        row = score_case(case, opts)
         rep.add("propagate", f"footage_{case.name}", row.pop("propagate"), "dB", frames=len(case.frames),
-                **{k: v for k, v in row.items() if k != "case"})
+                options=options or "defaults", **{k: v for k, v in row.items() if k != "case"})
 
 
 def run_case(spec: dict) -> dict:
