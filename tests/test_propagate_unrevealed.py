@@ -84,14 +84,32 @@ def test_unrevealed_carry_is_wired_to_the_previous_finished_frame(monkeypatch):
 
 def test_spatial_filler_choice_reaches_the_never_revealed_pixels():
     frames, masks = _static_fixed_hole(3)
-    telea, _ = propagate_inpaint(frames, masks, options=PropagateOptions(unrevealed="frame"))
+    telea, _ = propagate_inpaint(frames, masks, options=PropagateOptions(unrevealed="frame", spatial="telea"))
+    assert (telea[0] == telea_frame(frames[0] * ~masks[0][..., None], masks[0], 3, "telea")).all()
     ns, _ = propagate_inpaint(frames, masks, options=PropagateOptions(unrevealed="frame", spatial="ns"))
     expect = telea_frame(frames[0] * ~masks[0][..., None], masks[0], 3, "ns")
     assert (ns[0] == expect).all() and not (ns[0] == telea[0]).all()
-    with pytest.raises(ConfigError, match="propagate.spatial='fsr' is unknown; use one of telea, ns"):
+    membrane, _ = propagate_inpaint(frames, masks)  # the default, measured on the real footage (README)
+    assert (membrane[0] == telea_frame(frames[0] * ~masks[0][..., None], masks[0], 3, "membrane")).all()
+    assert not (membrane[0] == telea[0]).all()
+    with pytest.raises(ConfigError, match="propagate.spatial='fsr' is unknown; use one of telea, ns, membrane"):
         PropagateOptions(spatial="fsr")
     with pytest.raises(ConfigError, match="propagate.unrevealed='keep' is unknown; use one of carry, frame"):
         PropagateOptions(unrevealed="keep")
+
+
+def test_membrane_fill_is_exact_on_a_shading_ramp_and_keeps_the_known_pixels():
+    # A linear ramp is harmonic, so the membrane fill must give it back (to rounding); Telea's streaks do not.
+    yy, xx = np.mgrid[0:40, 0:60].astype(np.float64)
+    ramp = np.stack([40 + 2 * xx, 30 + 3 * yy, 200 - xx - yy], -1).round().astype(np.uint8)
+    hole = np.zeros((40, 60), bool)
+    hole[8:30, 15:50] = True
+    hole[0:5, 0:6] = True  # a second piece at the image corner: no link past the edge, the known pixels untouched
+    filled = telea_frame(np.where(hole[..., None], 0, ramp).astype(np.uint8), hole, 3, "membrane")
+    err = np.abs(filled.astype(int) - ramp.astype(int))
+    assert err[8:30, 15:50].max() <= 1 and (filled[~hole] == ramp[~hole]).all()
+    telea = telea_frame(np.where(hole[..., None], 0, ramp).astype(np.uint8), hole, 3, "telea")
+    assert np.abs(telea.astype(int) - ramp.astype(int))[8:30, 15:50].max() > 3
 
 
 def test_border_spread_measures_disagreement_of_the_flows_around_the_hole():
@@ -119,6 +137,46 @@ def test_a_distrusted_completed_flow_ends_the_trajectory_without_a_source():
     assert not trace(records, (h, w), 0, ys, xs, +1, 1).found.any()
 
 
+def _fixed_hole_records(speeds: list[float]):
+    """A fixed hole (rows 8-11, columns 4-23 of 20x40) whose completed flow moves right by `speeds[k]` at frame k."""
+    f, h, w = len(speeds) + 1, 20, 40
+    masks = np.zeros((f, h, w), bool)
+    masks[:, 8:12, 4:24] = True
+    fw = np.zeros((f - 1, 2, h, w), np.float32)
+    fw[:, 0] = np.asarray(speeds, np.float32)[:, None, None]
+    return records_from_clip(masks, fw, -fw), (h, w)
+
+
+@pytest.mark.parametrize("speeds, lands", [
+    ([0, 0, 0, 5, 5, 5], False),  # at rest, then picked up by something moving 5 px/frame: a jump
+    ([0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0], True),  # accelerating smoothly: a real motion
+    ([4, 4, 6, 6, 6], True),  # a change of 2 at speed 4: within 1 + 4 / 2
+    ([4, 4, 0.5, 0.5, 8, 8], False),  # stopping short (a change of 3.5 at speed 4): dropped by what carried it
+])
+def test_max_jump_ends_trajectories_whose_flow_jumps(speeds, lands):
+    records, size = _fixed_hole_records(speeds)
+    ys, xs = np.array([10]), np.array([10])
+    assert trace(records, size, 0, ys, xs, +1, len(speeds)).found.all()  # without the test every one lands
+    assert trace(records, size, 0, ys, xs, +1, len(speeds), max_jump=1.0).found.all() == lands
+
+
+def test_max_jump_option_reaches_the_tracer(monkeypatch):
+    import fffvdi.propagate.pixels as pixels
+
+    seen = []
+    real = pixels.trace
+    def spy(*a, **k):
+        seen.append(a[9] if len(a) > 9 else k.get("max_jump"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(pixels, "trace", spy)
+    frames, masks = _static_fixed_hole(3)
+    propagate_inpaint(frames, masks, options=PropagateOptions(max_jump=1.5))
+    assert seen and set(seen) == {1.5}
+    with pytest.raises(ConfigError, match="propagate.max_jump=-1 must be >= 0"):
+        PropagateOptions(max_jump=-1)
+
+
 def test_trust_option_reaches_the_records(monkeypatch):
     # A hole crossing a still scene: with every completed flow distrusted nothing is propagated.
     f, h, w = 6, 40, 64
@@ -141,7 +199,7 @@ def test_trust_keeps_a_fixed_hole_beside_a_crossing_object_above_telea():
     frames, masks = _object_over_fixed_hole()
     err = lambda x: float(((x[masks].astype(float) - frames[masks]) ** 2).mean())  # noqa: E731
     telea = err(telea_inpaint(frames * ~masks[..., None], masks))
-    assert err(propagate_inpaint(frames, masks)[0]) > 1.5 * telea  # the limitation, as it stands by default
+    assert err(propagate_inpaint(frames, masks)[0]) > 1.2 * telea  # the limitation, as it stands by default
     assert err(propagate_inpaint(frames, masks, options=PropagateOptions(trust=2.0))[0]) < 0.85 * telea
 
 

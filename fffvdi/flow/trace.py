@@ -122,12 +122,17 @@ def trace(
     radius: int,
     fb_check: bool = True,
     support: str = "nearest",
+    max_jump: Optional[float] = None,
 ) -> Landing:
     """Trace points `(ys, xs)` of frame `t` in direction `step` (+1 future, -1 past) for at most `radius` frames.
 
     `support` is what must be visible for a landing: 'nearest' (the rounded pixel, for reads
     rounded once) or 'bilinear' (all four corners, for interpolated reads; a point whose nearest
     pixel is visible but not all corners keeps going, with that first partial landing as fallback).
+    `max_jump` (pixels/frame, None: off) ends a trajectory without a source where the flow it follows changes by
+    more than `max_jump + speed / 2` from one step to the next (`speed`: its previous step's length): real content
+    changes speed gradually, but a point of the hole at rest that a passing object's completed flow picks up (or
+    drops) jumps, and would land on that object instead of what the hole hides.
     """
     height, width = size
     n = len(ys)
@@ -136,7 +141,8 @@ def trace(
     idx = np.arange(n)
     y, x = np.asarray(ys, np.float64), np.asarray(xs, np.float64)
     k = t
-    for _ in range(max(int(radius), 0)):
+    last = np.zeros((n, 2))  # (u, v) of each point's previous step; only read from the second step on
+    for i in range(max(int(radius), 0)):
         rec, nxt = records.get(k), records.get(k + step)
         if idx.size == 0 or rec is None or nxt is None or rec.flow(step) is None:
             break
@@ -144,6 +150,12 @@ def trace(
             keep = lookup(rec, rec.trusted(step), round_half_up(y), round_half_up(x), outside=True)
             idx, y, x = idx[keep], y[keep], x[keep]
         u, v = sample_flow(rec, rec.flow(step), y, x)
+        if max_jump is not None:
+            if i:
+                pu, pv = last[idx, 0], last[idx, 1]
+                smooth = np.hypot(u - pu, v - pv) <= max_jump + 0.5 * np.hypot(pu, pv)
+                idx, y, x, u, v = idx[smooth], y[smooth], x[smooth], u[smooth], v[smooth]
+            last[idx, 0], last[idx, 1] = u, v
         y2, x2 = y + v, x + u
         inside = (y2 >= 0) & (y2 <= height - 1) & (x2 >= 0) & (x2 <= width - 1)  # else it left the view
         idx, y2, x2, u, v = idx[inside], y2[inside], x2[inside], u[inside], v[inside]

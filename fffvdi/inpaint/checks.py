@@ -72,6 +72,7 @@ RANGES = (
     ("propagate.radius", 1, False, "frames searched each way"),
     ("propagate.telea_radius", 1, False, "Telea radius in pixels"),
     ("propagate.trust", 0, False, "flow spread in pixels"),
+    ("propagate.max_jump", 0, False, "flow change in pixels per frame"),
 )
 
 

@@ -94,9 +94,12 @@ class PropagateConfig:
     unrevealed: str = "frame"  # pixels no frame shows: frame (filled spatially anew in every frame) | carry (filled
     #   once where they first occur, then carried along the flow and pasted seamlessly: far less flicker, but a poor
     #   first fill is kept; README, propagate)
-    spatial: str = "telea"  # spatial filler of never-revealed pixels: telea | ns (OpenCV Navier-Stokes)
+    spatial: str = "membrane"  # spatial filler of never-revealed pixels: membrane (harmonic: smooth, the
+    #   steadiest over time; README, propagate on real footage) | telea | ns (OpenCV Telea, Navier-Stokes)
     trust: Optional[float] = None  # follow completed flow only where the flows left/right/above/below the hole spread
     #   by at most this many pixels (README: helps fixed holes beside fast foreground, costs moving holes); None: always
+    max_jump: Optional[float] = None  # end a trajectory where its flow changes by more than this + half its speed
+    #   (px/frame) in one step: a resting hole point picked up by a passing object's flow (README); None: off
 
 
 @dataclass

@@ -94,8 +94,8 @@ def build_propagate(cfg: DictConfig) -> VideoMethod:
             read_frames, read_masks, sink = cropped_io(read_frames, read_masks, sink, crop)
         stats = propagate_video(read_frames, read_masks, total, sink, estimator, completer, opts, progress)
         if stats.hole_pixels:
-            logger.info("propagate: %.1f%% of hole pixels filled from other frames, the rest by Telea",
-                        100.0 * stats.propagated / stats.hole_pixels)
+            logger.info("propagate: %.1f%% of hole pixels filled from other frames, the rest by the %s fill",
+                        100.0 * stats.propagated / stats.hole_pixels, opts.spatial)
 
     run.resumable = False  # one stream over the whole video: nothing to resume from
     return run

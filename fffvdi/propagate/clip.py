@@ -18,7 +18,7 @@ def propagate_inpaint(
     completer: Union[str, FlowCompleter] = "smooth",
     options: Optional[PropagateOptions] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Flow-traced pixel propagation over the whole clip, then Telea for what no frame reveals.
+    """Flow-traced pixel propagation over the whole clip, then a spatial fill for what no frame reveals.
 
     `frames` uint8 `[F, H, W, 3]`, `masks` `[F, H, W]` (nonzero = hole) -> `(frames_out uint8
     [F, H, W, 3], unfilled bool [F, H, W])`; outside the mask the output equals the input exactly.

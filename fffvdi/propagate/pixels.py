@@ -47,12 +47,14 @@ def fill_points(
     radius: int,
     combine: str = "nearest",
     fb_check: bool = True,
+    max_jump: Optional[float] = None,
 ) -> tuple[np.ndarray, np.ndarray, Landing]:
     """Propagated values `[N, C]` at integer points `(ys, xs)` of frame `t`, `ok [N]` where any frame showed
-    them, and the landing each was read at in the nearest such frame (frame -1 where none)."""
+    them, and the landing each was read at in the nearest such frame (frame -1 where none); `max_jump`: `trace`."""
     vals, oks, partial, dists, landings = [], [], [], [], []
     for step in (+1, -1):
-        landing = trace(records, size, t, ys.astype(np.float64), xs.astype(np.float64), step, radius, fb_check, "bilinear")
+        y0, x0 = ys.astype(np.float64), xs.astype(np.float64)
+        landing = trace(records, size, t, y0, x0, step, radius, fb_check, "bilinear", max_jump)
         v, ok = read_landings(records, landing)
         vals.append(v)
         oks.append(ok & landing.found)

@@ -1,4 +1,5 @@
-"""The spatial baseline: OpenCV Telea per frame (also what `propagate` falls back on where no frame shows a pixel)."""
+"""Spatial fillers per frame: OpenCV Telea (the baseline), Navier-Stokes, and the membrane fill that `propagate` uses
+where no frame shows a pixel (`propagate.spatial`)."""
 from __future__ import annotations
 
 from typing import Optional, Union
@@ -8,6 +9,7 @@ import numpy as np
 import torch
 
 from fffvdi.errors import InputError
+from fffvdi.flow.membrane import solve_in_hole
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -30,12 +32,15 @@ def as_clip_arrays(frames: ArrayLike, masks: ArrayLike) -> tuple[np.ndarray, np.
     return frames, masks > 0
 
 
-SPATIAL = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}  # OpenCV's two spatial fillers (Telea; Navier-Stokes)
+# Spatial fillers: OpenCV's Telea and Navier-Stokes, and the membrane (harmonic) fill: each hole pixel the mean of
+# its four neighbours, solved exactly. The membrane has no texture and no streaks; on holes nothing ever reveals it is
+# closer to the truth on average and far steadier from frame to frame (README, propagate on real footage).
+SPATIAL = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS, "membrane": None}
 NO_CONTENT = 128  # value of a frame with no known pixel and nothing to borrow from (mid-gray, never the input)
 
 
 def telea_frame(frame: np.ndarray, hole: np.ndarray, radius: int = 3, method: str = "telea") -> np.ndarray:
-    """OpenCV Telea (or `method="ns"`) fill of `hole [H, W]` in one uint8 frame `[H, W, 3]`; a copy when no hole.
+    """Telea (or `method="ns"` / `"membrane"`) fill of `hole [H, W]` in a uint8 frame `[H, W, 3]`; a copy when no hole.
 
     A frame that is all hole has nothing to fill from (OpenCV would hand back the hidden input):
     it becomes mid-gray; video-level callers borrow a neighbouring frame's content instead.
@@ -45,8 +50,24 @@ def telea_frame(frame: np.ndarray, hole: np.ndarray, radius: int = 3, method: st
         return frame.copy()
     if hole.all():
         return np.full_like(frame, NO_CONTENT)
+    if method == "membrane":
+        return membrane_frame(frame, hole)
     out = cv2.inpaint(np.ascontiguousarray(frame), hole.astype(np.uint8), radius, SPATIAL[method])
     out[~hole] = frame[~hole]  # Telea only writes inside the mask; make that a guarantee
+    return out
+
+
+def membrane_frame(frame: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """Membrane fill of `hole [H, W]` in a uint8 frame `[H, W, 3]` (some pixel known): solved in the hole's box."""
+    ys, xs = np.nonzero(hole.any(1))[0], np.nonzero(hole.any(0))[0]
+    y0, x0 = max(int(ys[0]) - 1, 0), max(int(xs[0]) - 1, 0)
+    y1, x1 = min(int(ys[-1]) + 2, hole.shape[0]), min(int(xs[-1]) + 2, hole.shape[1])
+    box = hole[y0:y1, x0:x1]
+    if box.all():  # the hole fills its box (a whole border of the frame): solve on the whole frame
+        (y0, x0), (y1, x1), box = (0, 0), hole.shape, hole
+    out = frame.copy()
+    solved = solve_in_hole(frame[y0:y1, x0:x1].astype(np.float64), box)
+    out[y0:y1, x0:x1][box] = np.clip(np.rint(solved[box]), 0, 255).astype(np.uint8)
     return out
 
 

@@ -5,7 +5,7 @@ flows of pair (j-1, j) are estimated and completed inside the (dilated) holes on
 `FrameRecord` then keeps only the crop that trajectories can visit or land in: its hole, and
 where points from the neighbouring frames' holes can land. Target frame t is finished once the
 records up to t + radius exist: its hole pixels are traced both ways (`fill_points`), optionally
-blended in the gradient domain, the rest filled by Telea, and the frame goes to `sink`. Records
+blended in the gradient domain, the rest filled spatially, and the frame goes to `sink`. Records
 older than t - radius are dropped, so memory follows the radius and the hole area, not the length.
 
 A frame that is all hole has no content to estimate flow on: the flow between the frames with
@@ -46,9 +46,12 @@ class PropagateOptions:
     telea_radius: int = 3  # OpenCV Telea radius for pre-filling frames for flow and for never-revealed pixels
     unrevealed: str = "frame"  # pixels no frame shows: frame (filled spatially anew in every frame) | carry (filled
     #   once, then carried along the flow: far less flicker, but a poor first fill is kept; README, propagate)
-    spatial: str = "telea"  # the spatial filler of never-revealed pixels: telea | ns (OpenCV Navier-Stokes)
+    spatial: str = "membrane"  # the spatial filler of never-revealed pixels: membrane (harmonic: smooth, the
+    #   steadiest over time; README, propagate on real footage) | telea | ns (OpenCV Telea, Navier-Stokes)
     trust: Optional[float] = None  # completed flow is followed only where the flows around the hole (left, right, up,
     #   down) spread by at most this many pixels (fffvdi/propagate/trust.py); None: everywhere
+    max_jump: Optional[float] = None  # end a trajectory where its flow changes by more than this + half its speed (px
+    #   per frame) in one step: a resting point picked up by a passing object's flow (fffvdi/flow/trace.py); None: off
 
     def __post_init__(self) -> None:
         if self.unrevealed not in UNREVEALED:
@@ -59,6 +62,8 @@ class PropagateOptions:
             raise ConfigError(f"propagate.blend={self.blend!r} is unknown; use one of {', '.join(BLEND)}")
         if self.combine not in COMBINE:
             raise ConfigError(f"propagate.combine={self.combine!r} is unknown; use one of {', '.join(COMBINE)}")
+        if self.max_jump is not None and self.max_jump < 0:
+            raise ConfigError(f"propagate.max_jump={self.max_jump} must be >= 0 pixels per frame, or null (off)")
         if self.radius < 1:
             raise ConfigError(f"propagate.radius={self.radius} must be at least 1 (frames searched each way)")
 
@@ -142,7 +147,8 @@ def _finish(
     if not hole.any():
         return frame, hole
     ys, xs = np.nonzero(hole)
-    vals, ok, chosen = fill_points(records, hole.shape, t, ys, xs, opts.radius, opts.combine, opts.fb_check)
+    vals, ok, chosen = fill_points(
+        records, hole.shape, t, ys, xs, opts.radius, opts.combine, opts.fb_check, opts.max_jump)
     if opts.blend == "poisson" and ok.any():
         vals = _blend_seams(records, frame, hole, ys, xs, chosen)
     take = ok
