@@ -6,7 +6,8 @@ import fffvdi.bench.footage as footage
 from fffvdi.bench.footage import FootageCase, box_masks, paste_object
 from fffvdi.bench import measure as bm
 from fffvdi.bench import video as bench_video
-from fffvdi.bench.footage_score import hole_ewarp, score_case, true_flows
+from fffvdi.bench.footage_score import ceiling, hole_ewarp, score_case, true_flows
+from fffvdi.propagate.telea import telea_frame
 from fffvdi.errors import InputError
 from fffvdi.propagate.video import PropagateOptions
 from synthetic_video import translating_frames
@@ -41,6 +42,17 @@ def test_score_case_reports_every_column_on_the_users_mask():
     row = score_case(_pan_case())
     assert set(row) >= {"propagate", "dilate0", "telea", "ceiling", "s_per_frame"}
     assert row["ceiling"] > row["telea"] + 5 and row["propagate"] > row["telea"] + 5  # the pan reveals the hole
+
+
+def test_ceiling_fills_what_no_frame_reveals_with_the_methods_spatial_filler():
+    truth = translating_frames((0, 0), 4, (48, 96))  # a still scene behind a fixed box: nothing is ever revealed
+    masks = box_masks("fixed", 4, (48, 96))
+    case = FootageCase("still-fixed-48x96", np.where(masks[..., None], 0, truth), truth, masks)
+    outs = {}
+    for spatial in ("telea", "membrane"):
+        outs[spatial] = ceiling(case, masks, true_flows(truth), PropagateOptions(spatial=spatial))
+        assert (outs[spatial][2] == telea_frame(case.frames[2], masks[2], 3, spatial)).all()
+    assert not (outs["telea"] == outs["membrane"]).all()
 
 
 def test_hole_ewarp_is_zero_for_content_moving_with_the_flow_and_sees_flicker():

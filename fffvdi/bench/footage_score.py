@@ -6,7 +6,7 @@ is judged on the same pixels:
 - `dilate0`: the same with `mask.dilate=0` (how much the dilation ring costs);
 - `telea`: per-frame OpenCV Telea on the dilated masks (the spatial baseline);
 - `ceiling`: the same tracing driven by flow estimated on the unmasked clip, never completed (flow inside the hole
-  is what separates the method from it), Telea for what no frame reveals.
+  is what separates the method from it), the same spatial fill (`propagate.spatial`) for what no frame reveals.
 `ewarp_ratio`: E_warp inside the hole (flow of the unmasked clip) of the propagate result over the truth's, for the
 fixed box, where most of the hole is never revealed and a fill can flicker.
 """
@@ -25,7 +25,7 @@ from fffvdi.flow.warp import fb_consistency, flow_warp
 from fffvdi.io.masks import dilate_mask
 from fffvdi.propagate.clip import propagate_inpaint
 from fffvdi.propagate.pixels import propagate_clip
-from fffvdi.propagate.telea import telea_inpaint
+from fffvdi.propagate.telea import telea_frame, telea_inpaint
 from fffvdi.propagate.video import PropagateOptions
 
 DILATE = 4  # configs/inference.yaml's mask.dilate
@@ -42,14 +42,14 @@ def true_flows(truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def ceiling(case: FootageCase, masks: np.ndarray, flows: tuple[np.ndarray, np.ndarray], opts: PropagateOptions) -> np.ndarray:
-    """Tracing with the unmasked clip's flow (occlusion-checked everywhere), Telea for the rest: uint8 `[F, H, W, 3]`."""
+    """Tracing with the unmasked clip's flow (occlusion-checked everywhere), the method's spatial fill for the rest."""
     fw, bw = flows
     filled, unfilled = propagate_clip(
         case.frames.astype(np.float32), masks, fw, bw, estimated=np.ones_like(masks), radius=opts.radius,
         combine=opts.combine, fb_check=opts.fb_check,
     )
     out = np.clip(np.rint(filled), 0, 255).astype(np.uint8)
-    return telea_inpaint(out, unfilled, opts.telea_radius)
+    return np.stack([telea_frame(o, u, opts.telea_radius, opts.spatial) for o, u in zip(out, unfilled)])
 
 
 def hole_ewarp(frames: np.ndarray, masks: np.ndarray, flows: tuple[np.ndarray, np.ndarray]) -> float:
