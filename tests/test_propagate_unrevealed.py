@@ -211,10 +211,11 @@ def test_propagate_config_section_is_the_options_with_the_same_defaults():
     from fffvdi.inpaint.config import InferenceConfig, PropagateConfig
 
     assert asdict(PropagateConfig()) == asdict(PropagateOptions())  # inference builds PropagateOptions(**section)
-    cfg = load_config(InferenceConfig, None, ["propagate.unrevealed=carry", "propagate.spatial=ns", "propagate.trust=2"])
+    cfg = load_config(InferenceConfig, None, ["propagate.unrevealed=carry", "propagate.spatial=ns", "propagate.trust=2",
+                                              "propagate.max_jump=1"])
     check_inference_config(cfg)
-    assert PropagateOptions(**cfg.propagate) == PropagateOptions(unrevealed="carry", spatial="ns", trust=2.0)
+    assert PropagateOptions(**cfg.propagate) == PropagateOptions(unrevealed="carry", spatial="ns", trust=2.0, max_jump=1.0)
     for bad, key in (("propagate.unrevealed=keep", "propagate.unrevealed"), ("propagate.spatial=fsr", "propagate.spatial"),
-                     ("propagate.trust=-1", "propagate.trust")):
+                     ("propagate.trust=-1", "propagate.trust"), ("propagate.max_jump=-1", "propagate.max_jump")):
         with pytest.raises(ConfigError, match=key):
             check_inference_config(load_config(InferenceConfig, None, [bad]))

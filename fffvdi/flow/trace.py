@@ -141,7 +141,7 @@ def trace(
     idx = np.arange(n)
     y, x = np.asarray(ys, np.float64), np.asarray(xs, np.float64)
     k = t
-    last = np.zeros((n, 2))  # (u, v) of each point's previous step; only read from the second step on
+    last = None if max_jump is None else np.zeros((n, 2))  # (u, v) of each point's previous step
     for i in range(max(int(radius), 0)):
         rec, nxt = records.get(k), records.get(k + step)
         if idx.size == 0 or rec is None or nxt is None or rec.flow(step) is None:
@@ -150,7 +150,7 @@ def trace(
             keep = lookup(rec, rec.trusted(step), round_half_up(y), round_half_up(x), outside=True)
             idx, y, x = idx[keep], y[keep], x[keep]
         u, v = sample_flow(rec, rec.flow(step), y, x)
-        if max_jump is not None:
+        if last is not None:
             if i:
                 pu, pv = last[idx, 0], last[idx, 1]
                 smooth = np.hypot(u - pu, v - pv) <= max_jump + 0.5 * np.hypot(pu, pv)

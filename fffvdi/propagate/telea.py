@@ -57,14 +57,20 @@ def telea_frame(frame: np.ndarray, hole: np.ndarray, radius: int = 3, method: st
     return out
 
 
+def hole_box(hole: np.ndarray, margin: int, size: tuple[int, int]) -> Optional[tuple[int, int, int, int]]:
+    """Bounding box (y0, x0, y1, x1) of `hole` grown by `margin`, clipped to `size`; None if no hole."""
+    ys, xs = np.nonzero(hole.any(1)), np.nonzero(hole.any(0))
+    if ys[0].size == 0:
+        return None
+    h, w = size
+    return (max(int(ys[0][0]) - margin, 0), max(int(xs[0][0]) - margin, 0),
+            min(int(ys[0][-1]) + margin + 1, h), min(int(xs[0][-1]) + margin + 1, w))
+
+
 def membrane_frame(frame: np.ndarray, hole: np.ndarray) -> np.ndarray:
     """Membrane fill of `hole [H, W]` in a uint8 frame `[H, W, 3]` (some pixel known): solved in the hole's box."""
-    ys, xs = np.nonzero(hole.any(1))[0], np.nonzero(hole.any(0))[0]
-    y0, x0 = max(int(ys[0]) - 1, 0), max(int(xs[0]) - 1, 0)
-    y1, x1 = min(int(ys[-1]) + 2, hole.shape[0]), min(int(xs[-1]) + 2, hole.shape[1])
-    box = hole[y0:y1, x0:x1]
-    if box.all():  # the hole fills its box (a whole border of the frame): solve on the whole frame
-        (y0, x0), (y1, x1), box = (0, 0), hole.shape, hole
+    y0, x0, y1, x1 = hole_box(hole, 1, hole.shape)
+    box = hole[y0:y1, x0:x1]  # every hole pixel's neighbours are inside: each piece meets a known pixel
     out = frame.copy()
     solved = solve_in_hole(frame[y0:y1, x0:x1].astype(np.float64), box)
     out[y0:y1, x0:x1][box] = np.clip(np.rint(solved[box]), 0, 255).astype(np.uint8)

@@ -29,7 +29,7 @@ from fffvdi.flow.estimators import FlowEstimator
 from fffvdi.flow.trace import FrameRecord, Landing
 from fffvdi.propagate.pixels import COMBINE, STEPS, fill_points, poisson_blend, source_gradients
 from fffvdi.propagate.carry import UNREVEALED, carry_unrevealed
-from fffvdi.propagate.telea import SPATIAL, telea_frame
+from fffvdi.propagate.telea import SPATIAL, hole_box, telea_frame
 from fffvdi.propagate.trust import trusted
 
 BLEND = ("none", "poisson")
@@ -77,16 +77,6 @@ class PropagateStats:
     max_records: int = 0  # most frame records held at once (the ring buffer's size)
 
 
-def _box(hole: np.ndarray, margin: int, size: tuple[int, int]) -> Optional[tuple[int, int, int, int]]:
-    """Bounding box (y0, x0, y1, x1) of `hole` grown by `margin`, clipped to `size`; None if no hole."""
-    ys, xs = np.nonzero(hole.any(1)), np.nonzero(hole.any(0))
-    if ys[0].size == 0:
-        return None
-    h, w = size
-    return (max(int(ys[0][0]) - margin, 0), max(int(xs[0][0]) - margin, 0),
-            min(int(ys[0][-1]) + margin + 1, h), min(int(xs[0][-1]) + margin + 1, w))
-
-
 def _union(*boxes: Optional[tuple[int, int, int, int]]) -> tuple[int, int, int, int]:
     """Smallest box holding all given boxes; an empty box at the origin if none."""
     live = [b for b in boxes if b is not None]
@@ -129,7 +119,7 @@ def _blend_seams(
     chosen: Landing,
 ) -> np.ndarray:
     """`blend=poisson`: hole values `[N, 3]` at hole points `(ys, xs)` re-solved from their source gradients."""
-    y0, x0, y1, x1 = _box(hole, 1, hole.shape)
+    y0, x0, y1, x1 = hole_box(hole, 1, hole.shape)
     grads = np.full((y1 - y0, x1 - x0, len(STEPS), 3), np.nan)
     grads[ys - y0, xs - x0] = source_gradients(records, chosen)
     blended = poisson_blend(frame[y0:y1, x0:x1], hole[y0:y1, x0:x1], grads)
@@ -195,9 +185,9 @@ def propagate_video(
         """Crop frame k's record once its flows to both neighbours are known."""
         size = cur["hole"].shape
         box = _union(
-            _box(cur["hole"], 2, size),
-            _box(prev["hole"], _reach(prev["flow_next"], prev["flow_hole"]), size) if prev else None,
-            _box(nxt["hole"], _reach(nxt["flow_prev"], nxt["flow_hole"]), size) if nxt else None,
+            hole_box(cur["hole"], 2, size),
+            hole_box(prev["hole"], _reach(prev["flow_next"], prev["flow_hole"]), size) if prev else None,
+            hole_box(nxt["hole"], _reach(nxt["flow_prev"], nxt["flow_hole"]), size) if nxt else None,
         )
         y0, x0, y1, x1 = box
         crop = (slice(None),) + (slice(y0, y1), slice(x0, x1))
