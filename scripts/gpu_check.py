@@ -52,7 +52,7 @@ TRAIN_CONFIGS = (  # (row name, trainable mode, propagation arch, optimizer, fra
 def sizes(tiny: bool) -> dict:
     """Frames x height x width of each section; --tiny shrinks them so CPU runs take seconds."""
     if tiny:
-        return dict(infer=[(4, 64, 128)], steps=(1, 3), train=(4, 64, 128), dna=[(4, 64, 128)], repeats=2)
+        return dict(infer=[(4, 64, 128)], steps=(1, 8), train=(4, 64, 128), dna=[(4, 64, 128)], repeats=2)
     return dict(infer=[(25, 256, 512), (25, 576, 1024)], steps=(2, 4), train=(25, 256, 512),
                 dna=[(25, 256, 512), (25, 576, 1024)], repeats=3)
 
