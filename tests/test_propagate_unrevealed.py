@@ -212,10 +212,12 @@ def test_propagate_config_section_is_the_options_with_the_same_defaults():
 
     assert asdict(PropagateConfig()) == asdict(PropagateOptions())  # inference builds PropagateOptions(**section)
     cfg = load_config(InferenceConfig, None, ["propagate.unrevealed=carry", "propagate.spatial=ns", "propagate.trust=2",
-                                              "propagate.max_jump=1"])
+                                              "propagate.max_jump=1", "propagate.layers=0.5"])
     check_inference_config(cfg)
-    assert PropagateOptions(**cfg.propagate) == PropagateOptions(unrevealed="carry", spatial="ns", trust=2.0, max_jump=1.0)
+    assert PropagateOptions(**cfg.propagate) == PropagateOptions(unrevealed="carry", spatial="ns", trust=2.0, max_jump=1.0,
+                                                                  layers=0.5)
     for bad, key in (("propagate.unrevealed=keep", "propagate.unrevealed"), ("propagate.spatial=fsr", "propagate.spatial"),
-                     ("propagate.trust=-1", "propagate.trust"), ("propagate.max_jump=-1", "propagate.max_jump")):
+                     ("propagate.trust=-1", "propagate.trust"), ("propagate.max_jump=-1", "propagate.max_jump"),
+                     ("propagate.layers=-1", "propagate.layers")):
         with pytest.raises(ConfigError, match=key):
             check_inference_config(load_config(InferenceConfig, None, [bad]))

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from fffvdi.errors import ConfigError, InputError, one_of
+from fffvdi.flow.layers import other_layers
 from fffvdi.flow.membrane import STEPS, solve_in_hole
 from fffvdi.flow.propainter import load_propainter
 
@@ -58,28 +59,41 @@ class FlowCompleter(ABC):
         return self.fill(flows, flow_holes(masks, backward, self.dilation))
 
     def complete_pair(
-        self, flows_fw: torch.Tensor, flows_bw: torch.Tensor, masks: torch.Tensor, frames: torch.Tensor | None = None
+        self, flows_fw: torch.Tensor, flows_bw: torch.Tensor, masks: torch.Tensor, frames: torch.Tensor | None = None,
+        layer_tol: float | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Complete forward and backward flows inside the (dilated) holes of their source frames.
 
         `frames [B, F, 3, H, W]` in [0, 1] (hole-free, e.g. pre-filled) guide edge-aware completers; others ignore them.
+        `layer_tol` (px): fill each hole from its border's dominant motion only (`fffvdi.flow.layers`); None: all of it.
         """
         hole_fw = flow_holes(masks, False, self.dilation)
         hole_bw = flow_holes(masks, True, self.dilation)
         guide_fw = guide_bw = None
         if frames is not None:  # each flow lives on its source frame's grid
             guide_fw, guide_bw = frames[:, :-1], frames[:, 1:]
-        return self.fill(flows_fw, hole_fw, guide_fw), self.fill(flows_bw, hole_bw, guide_bw)
+        skip_fw = skip_bw = None  # known pixels of another motion layer than the border's majority
+        if layer_tol is not None:
+            skip_fw = other_layers(flows_fw, hole_fw, hole_bw, layer_tol)  # each judged against the other's hole
+            skip_bw = other_layers(flows_bw, hole_bw, hole_fw, layer_tol)
+        return self.fill(flows_fw, hole_fw, guide_fw, skip_fw), self.fill(flows_bw, hole_bw, guide_bw, skip_bw)
 
-    def fill(self, flows: torch.Tensor, holes: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
-        """Fill `flows [B, T, 2, H, W]` where `holes [B, T, 1, H, W]` is True (`guide [B, T, 3, H, W]` optional)."""
+    def fill(
+        self, flows: torch.Tensor, holes: torch.Tensor, guide: torch.Tensor | None = None,
+        ignore: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Fill `flows [B, T, 2, H, W]` where `holes [B, T, 1, H, W]` is True (`guide [B, T, 3, H, W]` optional).
+
+        `ignore` (same shape as `holes`): known pixels the fill must not learn from; they keep their own values.
+        """
         b = flows.shape[0]
         flat = rearrange(flows, "b t c h w -> (b t) c h w").float()
         hole = rearrange(holes, "b t c h w -> (b t) c h w").bool()
+        solve = hole if ignore is None else hole | rearrange(ignore, "b t c h w -> (b t) c h w").bool()
         if guide is None:
-            out = self._fill(flat, hole)
+            out = self._fill(flat, solve)
         else:
-            out = self._fill_guided(flat, hole, rearrange(guide, "b t c h w -> (b t) c h w").float())
+            out = self._fill_guided(flat, solve, rearrange(guide, "b t c h w -> (b t) c h w").float())
         out = torch.where(hole, out, flat)  # outside the holes: the input, bit for bit
         return rearrange(out, "(b t) c h w -> b t c h w", b=b).to(flows.dtype)
 
@@ -242,9 +256,11 @@ class ProPainterCompleter(FlowCompleter):
         self.net = load_propainter(weights)
 
     def complete_pair(
-        self, flows_fw: torch.Tensor, flows_bw: torch.Tensor, masks: torch.Tensor, frames: torch.Tensor | None = None
+        self, flows_fw: torch.Tensor, flows_bw: torch.Tensor, masks: torch.Tensor, frames: torch.Tensor | None = None,
+        layer_tol: float | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The release's bidirectional completion and combination; `frames` is unused."""
+        """The release's bidirectional completion and combination; `frames` and `layer_tol` are unused (the network
+        completes from the whole sequence, not from a border)."""
         return self.net.complete_pair(flows_fw, flows_bw, masks)
 
     def complete_flows(self, flows: torch.Tensor, masks: torch.Tensor, backward: bool = False) -> torch.Tensor:

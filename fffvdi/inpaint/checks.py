@@ -73,6 +73,7 @@ RANGES = (
     ("propagate.telea_radius", 1, False, "Telea radius in pixels"),
     ("propagate.trust", 0, False, "flow spread in pixels"),
     ("propagate.max_jump", 0, False, "flow change in pixels per frame"),
+    ("propagate.layers", 0, False, "flow difference in pixels per frame"),
 )
 
 

@@ -84,7 +84,7 @@ class OutputConfig:
 
 @dataclass
 class PropagateConfig:
-    """The weight-free `propagate` method (fffvdi.propagate.video): flow-traced pixels, Telea for the rest."""
+    """The weight-free `propagate` method (fffvdi.propagate.video): flow-traced pixels, a spatial fill for the rest."""
 
     radius: int = 150  # frames searched each way for pixels showing the hole's content (memory grows with it)
     combine: str = "nearest"  # nearest (fewest frames away, mean on a tie) | weighted (1/distance mix of both ways)
@@ -98,6 +98,8 @@ class PropagateConfig:
     #   steadiest over time; README, propagate on real footage) | telea | ns (OpenCV Telea, Navier-Stokes)
     trust: Optional[float] = None  # follow completed flow only where the flows left/right/above/below the hole spread
     #   by at most this many pixels (README: helps fixed holes beside fast foreground, costs moving holes); None: always
+    layers: Optional[float] = 1.0  # a hole that stays put gets its flow from its border's dominant motion only:
+    #   border pixels off that layer's affine motion by more than this many px are left out (README); None: all
     max_jump: Optional[float] = None  # end a trajectory where its flow changes by more than this + half its speed
     #   (px/frame) in one step: a resting hole point picked up by a passing object's flow (README); None: off
 

@@ -50,6 +50,8 @@ class PropagateOptions:
     #   steadiest over time; README, propagate on real footage) | telea | ns (OpenCV Telea, Navier-Stokes)
     trust: Optional[float] = None  # completed flow is followed only where the flows around the hole (left, right, up,
     #   down) spread by at most this many pixels (fffvdi/propagate/trust.py); None: everywhere
+    layers: Optional[float] = 1.0  # a hole that stays put gets its flow from its border's dominant motion only: border
+    #   pixels off that layer's affine motion by more than this many px are left out (fffvdi/flow/layers.py); None: all
     max_jump: Optional[float] = None  # end a trajectory where its flow changes by more than this + half its speed (px
     #   per frame) in one step: a resting point picked up by a passing object's flow (fffvdi/flow/trace.py); None: off
 
@@ -64,6 +66,8 @@ class PropagateOptions:
             raise ConfigError(f"propagate.combine={self.combine!r} is unknown; use one of {', '.join(COMBINE)}")
         if self.max_jump is not None and self.max_jump < 0:
             raise ConfigError(f"propagate.max_jump={self.max_jump} must be >= 0 pixels per frame, or null (off)")
+        if self.layers is not None and self.layers < 0:
+            raise ConfigError(f"propagate.layers={self.layers} must be >= 0 pixels per frame, or null (off)")
         if self.radius < 1:
             raise ConfigError(f"propagate.radius={self.radius} must be at least 1 (frames searched each way)")
 
@@ -95,15 +99,15 @@ def _reach(flow: Optional[np.ndarray], region: np.ndarray) -> int:
 class _Pairs:
     """Flows of neighbouring frames, estimated on Telea-prefilled frames and completed, once per pair."""
 
-    def __init__(self, estimator: FlowEstimator, completer: FlowCompleter) -> None:
-        self.estimator, self.completer = estimator, completer
+    def __init__(self, estimator: FlowEstimator, completer: FlowCompleter, layer_tol: Optional[float] = None) -> None:
+        self.estimator, self.completer, self.layer_tol = estimator, completer, layer_tol
 
     def __call__(self, prev: np.ndarray, cur: np.ndarray, holes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`prev, cur` float RGB [H, W, 3] in [0, 1], `holes [2, H, W]` -> completed (fw, bw), each [2, H, W]."""
         clip = torch.from_numpy(np.stack([prev, cur])).permute(0, 3, 1, 2)[None].float()  # [1, 2, 3, H, W]
         fw, bw = self.estimator(clip)
         masks = torch.from_numpy(holes.astype(np.float32))[None, :, None]  # [1, 2, 1, H, W]
-        fw, bw = self.completer.complete_pair(fw, bw, masks, clip)  # the pre-filled frames guide edge-aware completion
+        fw, bw = self.completer.complete_pair(fw, bw, masks, clip, self.layer_tol)  # the pre-filled frames guide edge-aware completion
         return fw[0, 0].cpu().numpy(), bw[0, 0].cpu().numpy()
 
 
@@ -174,7 +178,7 @@ def propagate_video(
     `report(index, unfilled [H, W] bool)` (optional) hears which hole pixels were filled spatially.
     """
     opts = opts or PropagateOptions()
-    pairs = _Pairs(estimator, completer)
+    pairs = _Pairs(estimator, completer, opts.layers)
     dilation = completer.dilation
     stats = PropagateStats()
     records: dict[int, FrameRecord] = {}

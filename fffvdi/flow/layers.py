@@ -1,0 +1,80 @@
+"""Motion layers at a hole's border: fill a fixed hole's flow from its border's dominant layer, not a blend.
+
+A flow completer fills a hole from the flow around it. When a person walks past a fixed logo, part of that border
+moves with the person and the rest with the background; the membrane fill blends the two into a motion that nobody
+has, and traces that follow it drag the person into the hole. Here, around each hole (a connected component) that
+stays put, the known pixels within `band` px (its ring) are fitted with one affine motion, robustly (start from the
+median flow, then refit on the pixels that agree, a few rounds); pixels that disagree by more than `tol` px (or 3
+robust sigmas, if larger) are the other layer. The completer fills the hole from the dominant layer only and keeps
+the other layer's own flow as estimated (`FlowCompleter.complete_pair`). Filling the hole per layer instead (each
+hole pixel from the nearer layer's border) was tried and measured worse on real footage: the passing object's layer
+then claims a wide strip of the hole and drags the object in again (README, propagate on real footage). A moving hole
+is left alone: what passes its border may well be behind it, and its traces land soon anyway.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+MOVED = 0.01  # a hole that uncovers more than this fraction of itself in the other frame is moving, not judged
+ROUNDS = 4  # refits of the affine motion on its inliers; it settles in 2-3 on real footage
+
+
+def _affine_inliers(pts: np.ndarray, vals: np.ndarray, tol: float) -> np.ndarray:
+    """Bool `[N]`: points `[N, 2]` (x, y) whose flow `vals [N, 2]` agrees with the dominant affine motion."""
+    res = np.linalg.norm(vals - np.median(vals, 0), axis=1)  # start: a robust translation
+    design = np.concatenate([pts - pts.mean(0), np.ones((len(pts), 1))], 1)  # [N, 3], centred for conditioning
+    inl = res <= max(tol, 3 * 1.4826 * np.median(res))
+    for _ in range(ROUNDS):
+        if inl.sum() < 3:
+            break
+        coef, *_ = np.linalg.lstsq(design[inl], vals[inl], rcond=None)  # [3, 2]
+        res = np.linalg.norm(design @ coef - vals, axis=1)
+        new = res <= max(tol, 3 * 1.4826 * np.median(res[inl]))
+        if np.array_equal(new, inl):
+            break
+        inl = new
+    return inl
+
+
+def border_layers(
+    flow: np.ndarray, hole: np.ndarray, other_hole: np.ndarray, band: int = 16, tol: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """`(other, ring)` bool `[H, W]`: the known pixels within `band` px of the fixed holes of `flow [2, H, W]` (ring),
+    and those of them that move unlike the ring's majority (other). `other_hole`: the hole of the flow's other frame;
+    a hole of which more than `MOVED` is uncovered there is moving and gets no ring."""
+    other, ring = np.zeros(hole.shape, bool), np.zeros(hole.shape, bool)
+    if not hole.any():
+        return other, ring
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(hole.astype(np.uint8), connectivity=8)
+    h, w = hole.shape
+    kernel = np.ones((2 * band + 1, 2 * band + 1), np.uint8)
+    for c in range(1, count):
+        x, y, bw, bh = stats[c, :4]
+        comp = labels[y : y + bh, x : x + bw] == c
+        if (comp & ~other_hole[y : y + bh, x : x + bw]).sum() > MOVED * comp.sum():
+            continue  # a moving hole
+        y0, x0, y1, x1 = max(y - band, 0), max(x - band, 0), min(y + bh + band, h), min(x + bw + band, w)
+        near = cv2.dilate((labels[y0:y1, x0:x1] == c).astype(np.uint8), kernel) > 0
+        ys, xs = np.nonzero(near & ~hole[y0:y1, x0:x1])  # the component's known surroundings
+        if len(ys) < 6:  # too little border to tell layers apart
+            continue
+        vals = flow[:, y0 + ys, x0 + xs].T.astype(np.float64)  # [N, 2]
+        inl = _affine_inliers(np.stack([xs, ys], 1).astype(np.float64), vals, tol)
+        ring[y0 + ys, x0 + xs] = True
+        other[y0 + ys[~inl], x0 + xs[~inl]] = True
+    return other, ring
+
+
+def other_layers(
+    flows: torch.Tensor, holes: torch.Tensor, other_holes: torch.Tensor, tol: float, band: int = 16
+) -> torch.Tensor:
+    """`border_layers`' other layer over `flows [B, T, 2, H, W]`, `holes`, `other_holes [B, T, 1, H, W]` (bool, like holes)."""
+    f = flows.detach().float().cpu().numpy()
+    m, o = holes.cpu().numpy(), other_holes.cpu().numpy()
+    out = np.zeros(m.shape, bool)
+    for b in range(f.shape[0]):
+        for t in range(f.shape[1]):
+            out[b, t, 0] = border_layers(f[b, t], m[b, t, 0], o[b, t, 0], band, tol)[0]
+    return torch.from_numpy(out).to(holes.device)
