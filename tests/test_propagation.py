@@ -175,9 +175,9 @@ def _object_over_fixed_hole(f: int = 16, h: int = 96, w: int = 160, radius: int 
     return frames, masks
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="known limitation (README, propagate): inside a fixed hole the smooth flow "
-                   "completion blends the crossing object's motion with the background's, traces follow it onto the "
-                   "object and Telea spreads the wrong pixels; the fix needs motion-layer-aware completion")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="known limitation (README, propagate): the disk crosses into the fixed hole; "
+                   "completed from the border's dominant layer (propagate.layers) the traces miss the disk, completed "
+                   "from the whole border they follow a blend; either way the fill is worse than Telea's")
 def test_fixed_hole_with_an_object_crossing_its_border_is_no_worse_than_telea():
     from fffvdi.propagate.telea import telea_frame
     from fffvdi.flow.completion import build_flow_completer
