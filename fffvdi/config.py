@@ -77,6 +77,8 @@ class MaskConfig:
 
     threshold: int = 127  # a mask pixel is a hole where its value (0..255) is above this
     dilate: int = 4  # iterations of a 3x3 cross dilation applied to every mask (0 = none)
+    source_margin: int = 2  # propagate reads other frames only outside the mask grown by this many (<= dilate; the
+    #   output still replaces all of `dilate`): the inner ring, where an object's soft edge lies, stays out (README)
     resize: str = "nearest"  # mask size differs from frame size: nearest (resize if the aspect ratio matches within
     #   1% or a pixel, else error) | stretch (resize whatever the aspect) | error (refuse any size difference)
     mode: str = "mask"  # mask (as drawn) | box (each frame's mask becomes its bounding box, as the official validation)

@@ -6,7 +6,7 @@ import fffvdi.bench.footage as footage
 from fffvdi.bench.footage import FootageCase, box_masks, paste_object
 from fffvdi.bench import measure as bm
 from fffvdi.bench import video as bench_video
-from fffvdi.bench.footage_score import ceiling, hole_ewarp, score_case, true_flows
+from fffvdi.bench.footage_score import SOURCE_ERODE, ceiling, hole_ewarp, score_case, true_flows
 from fffvdi.propagate.telea import telea_frame
 from fffvdi.errors import InputError
 from fffvdi.propagate.video import PropagateOptions
@@ -76,7 +76,7 @@ def test_benchmark_section_reports_each_footage_case(monkeypatch):
     args.footage_options = "unrevealed=carry,trust=2"
     bench_video.bench_footage(args, rep := bm.Report())
     row = rep.results["propagate"]["footage_pan-fixed-48x96"]
-    opts = PropagateOptions(unrevealed="carry", trust=2.0)
+    opts = PropagateOptions(unrevealed="carry", trust=2.0, source_erode=SOURCE_ERODE)  # inference's ring, unless given
     assert row["options"] == "unrevealed=carry,trust=2" and row["value"] == score_case(_pan_case("fixed"), opts)["propagate"]
     args.footage_sizes = ""
     bench_video.bench_footage(args, rep := bm.Report())
@@ -88,3 +88,22 @@ def test_missing_footage_without_apt_is_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(footage.shutil, "which", lambda name: None)
     with pytest.raises(InputError, match="opencv-doc"):
         footage.find_footage(tmp_path / "cache")
+
+
+def test_columns_follow_the_landing_rule_of_inference():
+    # propagate and the ceiling read the outer ring of mask.dilate as inference does; dilate0 has no ring.
+    from fffvdi.bench.footage_score import DILATE
+    from fffvdi.data.motion_scenes import masked_psnr
+    from fffvdi.io.masks import dilate_mask
+    from fffvdi.propagate.clip import propagate_inpaint
+
+    case = _pan_case("fixed")
+    dilated = np.stack([dilate_mask(m.astype(np.uint8), DILATE) for m in case.masks]) > 0
+    score = lambda out: round(masked_psnr(out, case.truth, case.masks), 2)  # noqa: E731
+    row = score_case(case, columns=("propagate", "dilate0", "ceiling"))
+    assert SOURCE_ERODE == 2
+    assert row["propagate"] == score(propagate_inpaint(case.frames, dilated, options=PropagateOptions(source_erode=2))[0])
+    assert row["dilate0"] == score(propagate_inpaint(case.frames, case.masks)[0])
+    flows = true_flows(case.truth)
+    near, far = (ceiling(case, dilated, flows, PropagateOptions(source_erode=k)) for k in (2, 0))
+    assert row["ceiling"] == score(near) and score(near) > score(far)

@@ -13,12 +13,14 @@ fixed box, where most of the hole is never revealed and a fill can flicker.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Optional
 
 import numpy as np
 import torch
 
 from fffvdi.bench.footage import FootageCase
+from fffvdi.config import MaskConfig
 from fffvdi.data.motion_scenes import masked_psnr
 from fffvdi.flow.estimators import DISFlow
 from fffvdi.flow.warp import fb_consistency, flow_warp
@@ -26,9 +28,10 @@ from fffvdi.io.masks import dilate_mask
 from fffvdi.propagate.clip import propagate_inpaint
 from fffvdi.propagate.pixels import propagate_clip
 from fffvdi.propagate.telea import telea_frame, telea_inpaint
-from fffvdi.propagate.video import PropagateOptions
+from fffvdi.propagate.video import PropagateOptions, source_hole
 
 DILATE = 4  # configs/inference.yaml's mask.dilate
+SOURCE_ERODE = DILATE - MaskConfig().source_margin  # the ring the method reads, as inference sets it (methods.py)
 
 
 def _clip_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -44,9 +47,10 @@ def true_flows(truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def ceiling(case: FootageCase, masks: np.ndarray, flows: tuple[np.ndarray, np.ndarray], opts: PropagateOptions) -> np.ndarray:
     """Tracing with the unmasked clip's flow (occlusion-checked everywhere), the method's spatial fill for the rest."""
     fw, bw = flows
+    sources = np.stack([source_hole(m, opts.source_erode) for m in masks])  # the method's landing rule
     filled, unfilled = propagate_clip(
         case.frames.astype(np.float32), masks, fw, bw, estimated=np.ones_like(masks), radius=opts.radius,
-        combine=opts.combine, fb_check=opts.fb_check,
+        combine=opts.combine, fb_check=opts.fb_check, sources=sources,
     )
     out = np.clip(np.rint(filled), 0, 255).astype(np.uint8)
     return np.stack([telea_frame(o, u, opts.telea_radius, opts.spatial) for o, u in zip(out, unfilled)])
@@ -64,7 +68,7 @@ def hole_ewarp(frames: np.ndarray, masks: np.ndarray, flows: tuple[np.ndarray, n
 
 def score_case(case: FootageCase, opts: Optional[PropagateOptions] = None, columns=("propagate", "dilate0", "telea", "ceiling")) -> dict:
     """Masked PSNR of each column, s/frame of `propagate` and, for a fixed box, its hole E_warp over the truth's."""
-    opts = opts or PropagateOptions()
+    opts = opts or PropagateOptions(source_erode=SOURCE_ERODE)
     dilated = np.stack([dilate_mask(m.astype(np.uint8), DILATE) for m in case.masks]) > 0
     n = len(case.frames)
     row: dict = dict(case=case.name)
@@ -79,7 +83,7 @@ def score_case(case: FootageCase, opts: Optional[PropagateOptions] = None, colum
                 truth = max(hole_ewarp(case.truth, case.masks, flows), 1e-12)
                 row["ewarp_ratio"] = round(hole_ewarp(out, case.masks, flows) / truth, 2)
         elif col == "dilate0":
-            out, _ = propagate_inpaint(case.frames, case.masks, options=opts)
+            out, _ = propagate_inpaint(case.frames, case.masks, options=replace(opts, source_erode=0))
         elif col == "telea":
             out = telea_inpaint(case.frames, dilated, opts.telea_radius)
         else:

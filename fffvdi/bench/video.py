@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from fffvdi.bench import measure as bm
 from fffvdi.bench import presets
 from fffvdi.bench.footage import find_footage, footage_cases
-from fffvdi.bench.footage_score import score_case
+from fffvdi.bench.footage_score import SOURCE_ERODE, score_case
 from fffvdi.config import load_config
 from fffvdi.data.motion_scenes import SCENES, masked_psnr, render_scene
 from fffvdi.data.synthetic import make_synthetic_dataset
@@ -98,7 +98,8 @@ def bench_footage(args, rep: bm.Report) -> None:
         rep.add("propagate", "footage", None, "dB", skipped=str(err))
         return
     options = getattr(args, "footage_options", "")
-    opts = PropagateOptions(**OmegaConf.to_container(OmegaConf.from_dotlist(options.split(",") if options else [])))
+    given = OmegaConf.to_container(OmegaConf.from_dotlist(options.split(",") if options else []))
+    opts = PropagateOptions(**{"source_erode": SOURCE_ERODE, **given})  # as inference runs it, unless given
     for case in footage_cases(root, args.footage_frames, tuple(args.footage_sizes.split(","))):
         row = score_case(case, opts)
         rep.add("propagate", f"footage_{case.name}", row.pop("propagate"), "dB", frames=len(case.frames),

@@ -73,6 +73,8 @@ def check_settings(s: EvalSettings) -> None:
 def method_config(s: EvalSettings):
     """The inference config --method runs, checked in full (its model source too) before anything is written."""
     cfg = load_config(InferenceConfig, s.config, [*s.overrides, f"method={s.method}"])
+    # The protocol hides the whole dilated test mask from the method: no part of its ring may be read.
+    cfg.mask.source_margin = max(cfg.mask.source_margin, cfg.mask.dilate)
     resolve_canvas(cfg)
     check_inference_config(cfg)  # every bad value fails now, before a model loads or a video is scored
     if cfg.method == "fffvdi":

@@ -52,6 +52,7 @@ RANGES = (
     ("fps", 0, True, "frames per second of a frames folder"),
     ("mask.threshold", 0, False, "a hole is value > threshold, in [0, 255)"),
     ("mask.dilate", 0, False, "dilation iterations"),
+    ("mask.source_margin", 0, False, "dilation iterations"),
     ("flow.raft_iters", 1, False, "RAFT refinement iterations"),
     ("sampling.num_steps", 1, False, "Euler steps"),
     ("sampling.sigma_min", 0, True, "smallest noise level"),

@@ -80,10 +80,15 @@ def build_fffvdi(cfg: DictConfig) -> VideoMethod:
     return windowed(cfg, cropped(process, cfg.window.region, canvas, cfg.window.context))
 
 
+def propagate_options(cfg: DictConfig) -> PropagateOptions:
+    """The `propagate` section, and how much of the mask.dilate ring the method may read (mask.source_margin)."""
+    return PropagateOptions(**cfg.propagate, source_erode=max(cfg.mask.dilate - cfg.mask.source_margin, 0))
+
+
 def build_propagate(cfg: DictConfig) -> VideoMethod:
     """Weight-free flow-traced propagation over the whole video (no window limit), Telea for the rest."""
     estimator, completer = build_flow_fn(cfg.flow, torch.device("cpu"))
-    opts = PropagateOptions(**cfg.propagate)
+    opts = propagate_options(cfg)
 
     def run(read_frames, read_masks, total: int, sink: Sink, progress: bool = True) -> None:
         # window.region: auto keeps the full frame for propagate (see README, "High-resolution videos"); crop

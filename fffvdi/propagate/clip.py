@@ -8,7 +8,7 @@ import numpy as np
 from fffvdi.flow.completion import FlowCompleter, build_flow_completer
 from fffvdi.flow.estimators import FlowEstimator, build_flow_estimator
 from fffvdi.propagate.telea import ArrayLike, as_clip_arrays
-from fffvdi.propagate.video import PropagateOptions, propagate_video
+from fffvdi.propagate.video import PropagateOptions, propagate_video, source_hole
 
 
 def propagate_inpaint(
@@ -21,12 +21,15 @@ def propagate_inpaint(
     """Flow-traced pixel propagation over the whole clip, then a spatial fill for what no frame reveals.
 
     `frames` uint8 `[F, H, W, 3]`, `masks` `[F, H, W]` (nonzero = hole) -> `(frames_out uint8
-    [F, H, W, 3], unfilled bool [F, H, W])`; outside the mask the output equals the input exactly.
+    [F, H, W, 3], unfilled bool [F, H, W])`; outside the mask the output equals the input exactly. With
+    `options.source_erode` the masks are taken as grown by mask.dilate, and their outer ring is shown to the method.
     """
     frames, masks = as_clip_arrays(frames, masks)
     estimator = build_flow_estimator(flow) if isinstance(flow, str) else flow
     comp = build_flow_completer(completer) if isinstance(completer, str) else completer
-    visible = np.where(masks[..., None], 0, frames).astype(np.uint8)  # the hole's content never reaches the method
+    opts = options or PropagateOptions()
+    hidden = np.stack([source_hole(m, opts.source_erode) for m in masks]) if len(masks) else masks
+    visible = np.where(hidden[..., None], 0, frames).astype(np.uint8)  # what no frame may be read at never reaches it
     out = np.empty_like(frames)
     unfilled = np.zeros_like(masks)
 
@@ -38,7 +41,7 @@ def propagate_inpaint(
 
     propagate_video(
         lambda a, b: visible[a:b], lambda a, b: masks[a:b], len(frames), sink, estimator, comp,
-        options or PropagateOptions(), progress=False, report=report,
+        opts, progress=False, report=report,
     )
     out[~masks] = frames[~masks]
     return out, unfilled

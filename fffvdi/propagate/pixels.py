@@ -117,16 +117,19 @@ def propagate_clip(
     combine: str = "nearest",
     fb_check: bool = True,
     targets: Optional[Sequence[int]] = None,
+    sources: Optional[np.ndarray] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fill `frames [F, H, W, C]` float inside `masks [F, H, W]` with given flows `[F-1, 2, H, W]` (in memory).
 
     Returns `(filled [F, H, W, C] float64, unfilled [F, H, W] bool)`; outside the masks the input is
-    kept. `targets` limits the filling to those frames (default: all).
+    kept. `targets` limits the filling to those frames (default: all); `sources [F, H, W]` is where no frame may
+    be read (default: the masks; `PropagateOptions.source_erode`).
     """
     f, h, w = masks.shape
     hole = masks > 0.5
-    values = np.where(hole[..., None], 0.0, frames).astype(np.float32)  # the hole's content never leaks
-    records = records_from_clip(hole, flows_fw, flows_bw, values, estimated)
+    unread = hole if sources is None else sources > 0.5
+    values = np.where(unread[..., None], 0.0, frames).astype(np.float32)  # the hole's content never leaks
+    records = records_from_clip(unread, flows_fw, flows_bw, values, estimated)
     out = values.astype(np.float64)
     unfilled = hole.copy()
     for t in range(f) if targets is None else targets:

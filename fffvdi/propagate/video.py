@@ -33,6 +33,7 @@ from fffvdi.propagate.telea import SPATIAL, hole_box, telea_frame
 from fffvdi.propagate.trust import trusted
 
 BLEND = ("none", "poisson")
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))  # mask.dilate's structuring element
 
 
 @dataclass
@@ -52,6 +53,8 @@ class PropagateOptions:
     #   down) spread by at most this many pixels (fffvdi/propagate/trust.py); None: everywhere
     layers: Optional[float] = 1.0  # a hole that stays put gets its flow from its border's dominant motion only: border
     #   pixels off that layer's affine motion by more than this many px are left out (fffvdi/flow/layers.py); None: all
+    source_erode: int = 0  # holes given grown by mask.dilate: other frames are also read in their outer N px, where an
+    #   object's soft edge has faded (`source_hole`); inference sets it from mask.source_margin (README, propagate)
     max_jump: Optional[float] = None  # end a trajectory where its flow changes by more than this + half its speed (px
     #   per frame) in one step: a resting point picked up by a passing object's flow (fffvdi/flow/trace.py); None: off
 
@@ -68,6 +71,8 @@ class PropagateOptions:
             raise ConfigError(f"propagate.max_jump={self.max_jump} must be >= 0 pixels per frame, or null (off)")
         if self.layers is not None and self.layers < 0:
             raise ConfigError(f"propagate.layers={self.layers} must be >= 0 pixels per frame, or null (off)")
+        if self.source_erode < 0:
+            raise ConfigError(f"propagate source_erode={self.source_erode} must be >= 0 pixels")
         if self.radius < 1:
             raise ConfigError(f"propagate.radius={self.radius} must be at least 1 (frames searched each way)")
 
@@ -116,6 +121,14 @@ def _dilate(hole: np.ndarray, pixels: int) -> np.ndarray:
     if pixels <= 0 or not hole.any():
         return hole.copy()
     return cv2.dilate(hole.astype(np.uint8), np.ones((2 * pixels + 1, 2 * pixels + 1), np.uint8)) > 0
+
+
+def source_hole(hole: np.ndarray, erode: int) -> np.ndarray:
+    """Where other frames may not be read: `hole` shrunk by `erode` steps of a 3x3 cross (at least the user's mask
+    grown by mask.dilate - erode, as erosion undoes a dilation only up to closing small gaps)."""
+    if erode <= 0 or not hole.any():
+        return hole
+    return cv2.erode(hole.astype(np.uint8), _CROSS, iterations=erode, borderValue=1) > 0
 
 
 def _blend_seams(
@@ -195,7 +208,7 @@ def propagate_video(
         )
         y0, x0, y1, x1 = box
         crop = (slice(None),) + (slice(y0, y1), slice(x0, x1))
-        hole = cur["hole"][y0:y1, x0:x1]
+        hole = cur["source_hole"][y0:y1, x0:x1]  # a landing must lie outside it
         values = np.where(hole[..., None], 0, cur["frame"][y0:y1, x0:x1]).astype(np.uint8)
         records[k] = FrameRecord(
             y0, x0, hole.copy(), ~cur["flow_hole"][y0:y1, x0:x1],
@@ -244,7 +257,8 @@ def propagate_video(
         for j in range(total):
             frame = read_frames(j, j + 1)[0]
             hole = read_masks(j, j + 1)[0] > 0
-            cur = dict(index=j, frame=frame, hole=hole, flow_next=None, flow_prev=None, flow_hole=_dilate(hole, dilation))
+            cur = dict(index=j, frame=frame, hole=hole, flow_next=None, flow_prev=None, flow_hole=_dilate(hole, dilation),
+                       source_hole=source_hole(hole, opts.source_erode))
             pending.append((j, frame, hole))
             if hole.all():  # flows to it are decided when the next frame with content arrives
                 gap.append(cur)
