@@ -264,7 +264,9 @@ def test_propagate_crop_region_runs_on_the_union_crop_and_recovers_the_pan(monke
     results = {}
     for region in ("auto", "crop"):
         out = np.zeros_like(inp)
-        run = methods_mod.build_method(load_config(InferenceConfig, None, ["method=propagate", f"window.region={region}"]))
+        # The runner gets masks as final as inference's MaskSource makes them (grown by mask.dilate): these are not.
+        cfg = load_config(InferenceConfig, None, ["method=propagate", f"window.region={region}", "mask.dilate=0"])
+        run = methods_mod.build_method(cfg)
         run(lambda a, b: inp[a:b], lambda a, b: masks[a:b], len(inp), lambda i, fr: out.__setitem__(slice(i, i + len(fr)), fr),
             progress=False)
         hole = masks.astype(bool)

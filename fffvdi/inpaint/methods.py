@@ -81,7 +81,8 @@ def build_fffvdi(cfg: DictConfig) -> VideoMethod:
 
 
 def propagate_options(cfg: DictConfig) -> PropagateOptions:
-    """The `propagate` section, and how much of the mask.dilate ring the method may read (mask.source_margin)."""
+    """The `propagate` section, and how much of the mask.dilate ring the method may read (mask.source_margin): the
+    runner's masks must be grown by mask.dilate already, as inference's MaskSource grows them."""
     return PropagateOptions(**cfg.propagate, source_erode=max(cfg.mask.dilate - cfg.mask.source_margin, 0))
 
 
