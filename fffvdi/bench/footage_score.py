@@ -28,7 +28,8 @@ from fffvdi.io.masks import dilate_mask
 from fffvdi.propagate.clip import propagate_inpaint
 from fffvdi.propagate.pixels import propagate_clip
 from fffvdi.propagate.telea import telea_frame, telea_inpaint
-from fffvdi.propagate.video import PropagateOptions, source_hole
+from fffvdi.propagate.holes import source_hole
+from fffvdi.propagate.video import PropagateOptions
 
 DILATE = 4  # configs/inference.yaml's mask.dilate
 SOURCE_ERODE = DILATE - MaskConfig().source_margin  # the ring the method reads, as inference sets it (methods.py)

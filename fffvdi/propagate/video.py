@@ -18,7 +18,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -29,11 +28,11 @@ from fffvdi.flow.estimators import FlowEstimator
 from fffvdi.flow.trace import FrameRecord, Landing
 from fffvdi.propagate.pixels import COMBINE, STEPS, fill_points, poisson_blend, source_gradients
 from fffvdi.propagate.carry import UNREVEALED, carry_unrevealed
+from fffvdi.propagate.holes import grow_hole, source_hole
 from fffvdi.propagate.telea import SPATIAL, hole_box, telea_frame
 from fffvdi.propagate.trust import trusted
 
 BLEND = ("none", "poisson")
-_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))  # mask.dilate's structuring element
 
 
 @dataclass
@@ -114,21 +113,6 @@ class _Pairs:
         masks = torch.from_numpy(holes.astype(np.float32))[None, :, None]  # [1, 2, 1, H, W]
         fw, bw = self.completer.complete_pair(fw, bw, masks, clip, self.layer_tol)  # the pre-filled frames guide edge-aware completion
         return fw[0, 0].cpu().numpy(), bw[0, 0].cpu().numpy()
-
-
-def _dilate(hole: np.ndarray, pixels: int) -> np.ndarray:
-    """`hole` grown by `pixels` in every direction (square), like the flow completer's hole."""
-    if pixels <= 0 or not hole.any():
-        return hole.copy()
-    return cv2.dilate(hole.astype(np.uint8), np.ones((2 * pixels + 1, 2 * pixels + 1), np.uint8)) > 0
-
-
-def source_hole(hole: np.ndarray, erode: int) -> np.ndarray:
-    """Where other frames may not be read: `hole` shrunk by `erode` steps of a 3x3 cross (at least the user's mask
-    grown by mask.dilate - erode, as erosion undoes a dilation only up to closing small gaps)."""
-    if erode <= 0 or not hole.any():
-        return hole
-    return cv2.erode(hole.astype(np.uint8), _CROSS, iterations=erode, borderValue=1) > 0
 
 
 def _blend_seams(
@@ -257,7 +241,7 @@ def propagate_video(
         for j in range(total):
             frame = read_frames(j, j + 1)[0]
             hole = read_masks(j, j + 1)[0] > 0
-            cur = dict(index=j, frame=frame, hole=hole, flow_next=None, flow_prev=None, flow_hole=_dilate(hole, dilation),
+            cur = dict(index=j, frame=frame, hole=hole, flow_next=None, flow_prev=None, flow_hole=grow_hole(hole, dilation),
                        source_hole=source_hole(hole, opts.source_erode))
             pending.append((j, frame, hole))
             if hole.all():  # flows to it are decided when the next frame with content arrives
