@@ -103,9 +103,9 @@ def test_propagate_streams_in_order_with_a_bounded_buffer():
     guides = []
     plain_pair = completer.complete_pair
 
-    def spy_pair(fw, bw, m, frames=None, layer_tol=None):
+    def spy_pair(fw, bw, m, frames=None, ignore=None):
         guides.append(frames)
-        return plain_pair(fw, bw, m, frames, layer_tol)
+        return plain_pair(fw, bw, m, frames, ignore)
 
     completer.complete_pair = spy_pair
     stats = propagate_video(read, lambda a, b: masks[a:b], n, sink, DISFlow(), completer,

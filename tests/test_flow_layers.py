@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fffvdi.flow.completion import SmoothCompleter
-from fffvdi.flow.layers import border_layers
+from fffvdi.flow.layers import border_layers, occluders, pair_layers
 from fffvdi.propagate.clip import propagate_inpaint
 from fffvdi.propagate.telea import telea_inpaint
 from fffvdi.propagate.video import PropagateOptions
@@ -47,7 +47,7 @@ def test_completion_with_layers_ignores_the_passer_and_recovers_the_zoom():
     masks = torch.from_numpy(np.stack([hole, hole]).astype(np.float32))[None, :, None]  # [1, 2, 1, H, W]
     completer = SmoothCompleter(dilation=0, iters=200)
     plain, _ = completer.complete_pair(f, f, masks)
-    layered, _ = completer.complete_pair(f, f, masks, layer_tol=1.0)
+    layered, _ = completer.complete_pair(f, f, masks, ignore=pair_layers(f, f, masks, 0, 1.0))
     err = lambda x: np.abs(x[0, 0].numpy() - truth)[:, hole].max()  # noqa: E731
     assert err(plain) > 1.0  # the blend: the passer's motion leaks deep into the hole
     assert err(layered) < 0.05  # harmonic fill of the zoom's own border is the zoom
@@ -81,15 +81,58 @@ def test_propagate_does_not_drag_a_passing_object_into_a_fixed_hole():
 
 
 @pytest.mark.parametrize("tol", [1.0, None])
-def test_layers_option_reaches_the_completer(monkeypatch, tol):
-    seen = []
+def test_layers_option_reaches_the_completer_and_the_records(monkeypatch, tol):
+    import fffvdi.propagate.video as video
+    from fffvdi.flow.trace import FrameRecord
+
+    ignored, others = [], []
     original = SmoothCompleter.complete_pair
 
-    def spy(self, fw, bw, masks, frames=None, layer_tol=None):
-        seen.append(layer_tol)
-        return original(self, fw, bw, masks, frames, layer_tol)
+    def spy(self, fw, bw, masks, frames=None, ignore=None):
+        ignored.append(ignore)
+        return original(self, fw, bw, masks, frames, ignore)
+
+    def record(*args, **kwargs):
+        rec = FrameRecord(*args, **kwargs)
+        others.append(rec.other)
+        return rec
 
     monkeypatch.setattr(SmoothCompleter, "complete_pair", spy)
+    monkeypatch.setattr(video, "FrameRecord", record)
     frames, masks = _object_passing_a_fixed_hole()
-    propagate_inpaint(frames[:3], masks[:3], options=PropagateOptions(layers=tol))
-    assert seen and set(seen) == {tol}
+    propagate_inpaint(frames[:6], masks[:6], options=PropagateOptions(layers=tol))
+    if tol is None:
+        assert ignored and all(i is None for i in ignored) and all(o is None for o in others)
+    else:  # the passer is left out of the fill, and the records know where it is
+        assert ignored and all(i is not None for i in ignored) and any(bool(i[0].any()) for i in ignored)
+        assert any(o is not None and o.any() for o in others)
+
+
+def test_occluders_reach_into_the_completed_band_on_the_passers_side():
+    hole = np.zeros((40, 60), bool)
+    hole[14:26, 20:40] = True
+    band = np.zeros_like(hole)
+    band[8:32, 14:46] = True  # the flow hole: the hole grown by 6
+    other = np.zeros_like(hole)
+    other[2:8, 22:30] = True  # a passer just above the band
+    occ = occluders(other, band)
+    assert occ[other].all() and occ[8:14, 22:30].all()  # the band right below the passer
+    assert not occ[26:32].any() and not occ[:, 46:].any() and not occ[:, :14].any()  # the other sides
+    assert occluders(np.zeros_like(hole), band) is not None and not occluders(np.zeros_like(hole), band).any()
+
+
+def test_a_landing_on_the_other_layer_is_occluded():
+    from fffvdi.flow.trace import records_from_clip, trace
+
+    f, h, w = 3, 20, 30
+    masks = np.zeros((f, h, w), bool)
+    masks[:, 5:15, 5:15] = True
+    fw = np.zeros((f - 1, 2, h, w), np.float32)
+    fw[:, 0] = 8.0  # everything moves 8 px right per frame: a point at x=10 leaves the hole at frame 1 (x=18)
+    bw = -fw
+    records = records_from_clip(masks, fw, bw)
+    ys, xs = np.array([10.0]), np.array([10.0])
+    assert trace(records, (h, w), 0, ys, xs, +1, 2, fb_check=False).frame[0] == 1
+    records[1].other = np.zeros((h, w), bool)
+    records[1].other[10, 18] = True  # a passer at the landing: occluded, the trajectory ends without a source
+    assert trace(records, (h, w), 0, ys, xs, +1, 2, fb_check=False).frame[0] == -1

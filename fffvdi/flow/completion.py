@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from fffvdi.errors import ConfigError, InputError, one_of
-from fffvdi.flow.layers import other_layers
 from fffvdi.flow.membrane import STEPS, solve_in_hole
 from fffvdi.flow.propainter import load_propainter
 
@@ -46,6 +45,8 @@ def flow_holes(masks: torch.Tensor, backward: bool = False, dilation: int = 0) -
 class FlowCompleter(ABC):
     """Replaces flow values inside holes by plausible ones; values outside holes stay exactly as given."""
 
+    from_border = True  # fills a hole from the flow around it (so motion layers at that border matter)
+
     def __init__(self, dilation: int = 8) -> None:
         self.dilation = int(dilation)
 
@@ -60,22 +61,20 @@ class FlowCompleter(ABC):
 
     def complete_pair(
         self, flows_fw: torch.Tensor, flows_bw: torch.Tensor, masks: torch.Tensor, frames: torch.Tensor | None = None,
-        layer_tol: float | None = None,
+        ignore: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Complete forward and backward flows inside the (dilated) holes of their source frames.
 
         `frames [B, F, 3, H, W]` in [0, 1] (hole-free, e.g. pre-filled) guide edge-aware completers; others ignore them.
-        `layer_tol` (px): fill each hole from its border's dominant motion only (`fffvdi.flow.layers`); None: all of it.
+        `ignore` (forward, backward; like the holes): known pixels the fill must not learn from, e.g. another motion
+        layer at a fixed hole's border (`fffvdi.flow.layers.pair_layers`).
         """
         hole_fw = flow_holes(masks, False, self.dilation)
         hole_bw = flow_holes(masks, True, self.dilation)
         guide_fw = guide_bw = None
         if frames is not None:  # each flow lives on its source frame's grid
             guide_fw, guide_bw = frames[:, :-1], frames[:, 1:]
-        skip_fw = skip_bw = None  # known pixels of another motion layer than the border's majority
-        if layer_tol is not None:
-            skip_fw = other_layers(flows_fw, hole_fw, hole_bw, layer_tol)  # each judged against the other's hole
-            skip_bw = other_layers(flows_bw, hole_bw, hole_fw, layer_tol)
+        skip_fw, skip_bw = ignore if ignore is not None else (None, None)
         return self.fill(flows_fw, hole_fw, guide_fw, skip_fw), self.fill(flows_bw, hole_bw, guide_bw, skip_bw)
 
     def fill(
@@ -251,16 +250,17 @@ class ProPainterCompleter(FlowCompleter):
     """ProPainter's learned recurrent completion (`fffvdi.flow.propainter`, the FFF-VDI release's choice): each
     direction is completed as a whole sequence, inside the holes as given (no dilation), from `weights`."""
 
+    from_border = False  # completes from the whole sequence
+
     def __init__(self, weights: Optional[str] = None) -> None:
         super().__init__(dilation=0)  # the network was trained on the masks themselves
         self.net = load_propainter(weights)
 
     def complete_pair(
         self, flows_fw: torch.Tensor, flows_bw: torch.Tensor, masks: torch.Tensor, frames: torch.Tensor | None = None,
-        layer_tol: float | None = None,
+        ignore: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The release's bidirectional completion and combination; `frames` and `layer_tol` are unused (the network
-        completes from the whole sequence, not from a border)."""
+        """The release's bidirectional completion and combination; `frames` and `ignore` are unused."""
         return self.net.complete_pair(flows_fw, flows_bw, masks)
 
     def complete_flows(self, flows: torch.Tensor, masks: torch.Tensor, backward: bool = False) -> torch.Tensor:

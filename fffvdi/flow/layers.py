@@ -6,7 +6,9 @@ has, and traces that follow it drag the person into the hole. Here, around each 
 stays put, the known pixels within `band` px (its ring) are fitted with one affine motion, robustly (start from the
 median flow, then refit on the pixels that agree, a few rounds); pixels that disagree by more than `tol` px (or 3
 robust sigmas, if larger) are the other layer. The completer fills the hole from the dominant layer only and keeps
-the other layer's own flow as estimated (`FlowCompleter.complete_pair`). Filling the hole per layer instead (each
+the other layer's own flow as estimated (`FlowCompleter.complete_pair(ignore=...)`), and a trajectory that follows
+the hole's flow and lands on the other layer is occluded there (`fffvdi.flow.trace`): it moved with the hidden
+background, and that pixel shows the passer in front of it. Filling the hole per layer instead (each
 hole pixel from the nearer layer's border) was tried and measured worse on real footage: the passing object's layer
 then claims a wide strip of the hole and drags the object in again (README, propagate on real footage). A moving hole
 is left alone: what passes its border may well be behind it, and its traces land soon anyway.
@@ -16,6 +18,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
+
+from fffvdi.flow.completion import flow_holes
 
 MOVED = 0.01  # a hole that uncovers more than this fraction of itself in the other frame is moving, not judged
 ROUNDS = 4  # refits of the affine motion on its inliers; it settles in 2-3 on real footage
@@ -65,6 +69,25 @@ def border_layers(
         ring[y0 + ys, x0 + xs] = True
         other[y0 + ys[~inl], x0 + xs[~inl]] = True
     return other, ring
+
+
+def occluders(other: np.ndarray, flow_hole: np.ndarray) -> np.ndarray:
+    """Bool `[H, W]`: the other layer's pixels and the completed band pixels (in `flow_hole`) nearer to them than to
+    the rest of the ring: where a trajectory that moved with the hole's layer lands on the passer (None-safe)."""
+    if other is None or not other.any():
+        return other
+    to_other = cv2.distanceTransform((~other).astype(np.uint8), cv2.DIST_L2, 5)
+    to_rest = cv2.distanceTransform((flow_hole | other).astype(np.uint8), cv2.DIST_L2, 5)
+    return other | (flow_hole & (to_other < to_rest))
+
+
+def pair_layers(
+    flows_fw: torch.Tensor, flows_bw: torch.Tensor, masks: torch.Tensor, dilation: int, tol: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The other layer around the fixed holes of a pair's forward and backward flows `[B, F-1, 2, H, W]` (holes:
+    `masks [B, F, 1, H, W]` grown by the completer's `dilation`), bool like the holes: `complete_pair(ignore=...)`."""
+    hole_fw, hole_bw = flow_holes(masks, False, dilation), flow_holes(masks, True, dilation)
+    return other_layers(flows_fw, hole_fw, hole_bw, tol), other_layers(flows_bw, hole_bw, hole_fw, tol)
 
 
 def other_layers(

@@ -42,6 +42,8 @@ class FrameRecord:
     values: Optional[np.ndarray] = None  # [h, w, C]: what a landing reads (pixels, noise); hole entries unused
     trusted_next: Optional[np.ndarray] = None  # bool [h, w]: where flow_next may be followed (None: everywhere)
     trusted_prev: Optional[np.ndarray] = None  # bool [h, w]: the same for flow_prev
+    other: Optional[np.ndarray] = None  # bool [h, w]: known pixels of another motion layer than the fixed hole they
+    #   border (fffvdi.flow.layers): a trajectory that lands there is occluded (None: none)
 
     def flow(self, step: int) -> Optional[np.ndarray]:
         """The flow that moves a point one frame in the direction of `step` (+1 or -1)."""
@@ -171,6 +173,8 @@ def trace(
                 err = (fu + bu) ** 2 + (fv + bv) ** 2
                 bound = FB_ALPHA * (fu**2 + fv**2 + bu**2 + bv**2) + FB_BETA
                 occluded[check[err >= bound]] = True
+        if nxt.other is not None:  # it moved with the hole's layer and lands on a passer in front of that layer
+            occluded |= land & lookup(nxt, nxt.other, iy, ix, outside=False)
         if support == "bilinear":
             partial = land & ~occluded & _corner_in_hole(nxt, y2, x2)
             first = partial & (out.frame[idx] < 0) & ~fallback[idx]

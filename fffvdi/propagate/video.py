@@ -25,6 +25,7 @@ from tqdm import tqdm
 from fffvdi.errors import ConfigError
 from fffvdi.flow.completion import FlowCompleter
 from fffvdi.flow.estimators import FlowEstimator
+from fffvdi.flow.layers import occluders, pair_layers
 from fffvdi.flow.trace import FrameRecord, Landing
 from fffvdi.propagate.pixels import COMBINE, STEPS, fill_points, poisson_blend, source_gradients
 from fffvdi.propagate.carry import UNREVEALED, carry_unrevealed
@@ -93,6 +94,13 @@ def _union(*boxes: Optional[tuple[int, int, int, int]]) -> tuple[int, int, int, 
     return (min(b[0] for b in live), min(b[1] for b in live), max(b[2] for b in live), max(b[3] for b in live))
 
 
+def _either(a: Optional[np.ndarray], b: Optional[np.ndarray], box: tuple[int, int, int, int]) -> Optional[np.ndarray]:
+    """The union of two optional masks `[H, W]`, cropped to `box`; None when both are None."""
+    y0, x0, y1, x1 = box
+    live = [m[y0:y1, x0:x1] for m in (a, b) if m is not None]
+    return None if not live else np.logical_or.reduce(live)
+
+
 def _reach(flow: Optional[np.ndarray], region: np.ndarray) -> int:
     """Whole pixels a point inside `region` can move in one step of `flow [2, H, W]`, plus a safety pixel."""
     if flow is None or not region.any():
@@ -106,13 +114,18 @@ class _Pairs:
     def __init__(self, estimator: FlowEstimator, completer: FlowCompleter, layer_tol: Optional[float] = None) -> None:
         self.estimator, self.completer, self.layer_tol = estimator, completer, layer_tol
 
-    def __call__(self, prev: np.ndarray, cur: np.ndarray, holes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`prev, cur` float RGB [H, W, 3] in [0, 1], `holes [2, H, W]` -> completed (fw, bw), each [2, H, W]."""
+    def __call__(self, prev: np.ndarray, cur: np.ndarray, holes: np.ndarray) -> tuple[np.ndarray, ...]:
+        """`prev, cur` float RGB [H, W, 3] in [0, 1], `holes [2, H, W]` -> completed (fw, bw), each [2, H, W], and the
+        other motion layer at the fixed holes' borders on each one's grid (`fffvdi.flow.layers`; None when off)."""
         clip = torch.from_numpy(np.stack([prev, cur])).permute(0, 3, 1, 2)[None].float()  # [1, 2, 3, H, W]
         fw, bw = self.estimator(clip)
         masks = torch.from_numpy(holes.astype(np.float32))[None, :, None]  # [1, 2, 1, H, W]
-        fw, bw = self.completer.complete_pair(fw, bw, masks, clip, self.layer_tol)  # the pre-filled frames guide edge-aware completion
-        return fw[0, 0].cpu().numpy(), bw[0, 0].cpu().numpy()
+        others = None
+        if self.layer_tol is not None and self.completer.from_border:
+            others = pair_layers(fw, bw, masks, self.completer.dilation, self.layer_tol)
+        fw, bw = self.completer.complete_pair(fw, bw, masks, clip, others)  # pre-filled frames guide edge-aware ones
+        other_fw, other_bw = (None, None) if others is None else (o[0, 0, 0].cpu().numpy() for o in others)
+        return fw[0, 0].cpu().numpy(), bw[0, 0].cpu().numpy(), other_fw, other_bw
 
 
 def _blend_seams(
@@ -201,6 +214,7 @@ def propagate_video(
             values,
             None if cur.get("trust_next") is None else cur["trust_next"][y0:y1, x0:x1],
             None if cur.get("trust_prev") is None else cur["trust_prev"][y0:y1, x0:x1],
+            _either(cur.get("other_next"), cur.get("other_prev"), box),
         )
 
     previous: Optional[np.ndarray] = None  # the last finished frame
@@ -251,7 +265,9 @@ def propagate_video(
             if anchor is None:
                 lead = gap
             else:
-                fw, bw = pairs(anchor["prefilled"], cur["prefilled"], np.stack([anchor["hole"], hole]))
+                fw, bw, other_fw, other_bw = pairs(anchor["prefilled"], cur["prefilled"], np.stack([anchor["hole"], hole]))
+                anchor["other_next"] = occluders(other_fw, anchor["flow_hole"])
+                cur["other_prev"] = occluders(other_bw, cur["flow_hole"])
                 if opts.trust is not None and not gap:  # across all-hole frames there is no border to judge by
                     anchor["trust_next"] = trusted(fw, anchor["flow_hole"], opts.trust)
                     cur["trust_prev"] = trusted(bw, cur["flow_hole"], opts.trust)
