@@ -193,14 +193,15 @@ def test_trust_option_reaches_the_records(monkeypatch):
     assert unfilled[masks].all()
 
 
-def test_trust_keeps_a_fixed_hole_beside_a_crossing_object_above_telea():
-    # README's known limitation (tests/test_propagation.py, strict xfail with the defaults): distrusting the
-    # completed flow where the border disagrees leaves those pixels to Telea instead of the object's pixels.
+def test_trust_or_layers_keep_a_fixed_hole_beside_a_crossing_object_above_telea():
+    # Completed from the whole border (layers=null) the blend drags the crossing disk in: worse than Telea.
+    # Distrusting the completed flow where the border disagrees (trust), or the layers default, fixes it.
     frames, masks = _object_over_fixed_hole()
     err = lambda x: float(((x[masks].astype(float) - frames[masks]) ** 2).mean())  # noqa: E731
     telea = err(telea_inpaint(frames * ~masks[..., None], masks))
-    assert err(propagate_inpaint(frames, masks)[0]) > 1.2 * telea  # the limitation, as it stands by default
-    assert err(propagate_inpaint(frames, masks, options=PropagateOptions(trust=2.0))[0]) < 0.85 * telea
+    assert err(propagate_inpaint(frames, masks, options=PropagateOptions(layers=None))[0]) > 1.2 * telea
+    assert err(propagate_inpaint(frames, masks, options=PropagateOptions(layers=None, trust=2.0))[0]) < 0.85 * telea
+    assert err(propagate_inpaint(frames, masks)[0]) < 0.85 * telea
 
 
 def test_propagate_config_section_is_the_options_with_the_same_defaults():

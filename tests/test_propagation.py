@@ -175,9 +175,6 @@ def _object_over_fixed_hole(f: int = 16, h: int = 96, w: int = 160, radius: int 
     return frames, masks
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="known limitation (README, propagate): the disk crosses into the fixed hole; "
-                   "completed from the border's dominant layer (propagate.layers) the traces miss the disk, completed "
-                   "from the whole border they follow a blend; either way the fill is worse than Telea's")
 def test_fixed_hole_with_an_object_crossing_its_border_is_no_worse_than_telea():
     from fffvdi.propagate.telea import telea_frame
     from fffvdi.flow.completion import build_flow_completer
@@ -195,4 +192,6 @@ def test_fixed_hole_with_an_object_crossing_its_border_is_no_worse_than_telea():
                     build_flow_estimator("dis"), build_flow_completer("smooth"), PropagateOptions(), progress=False)
     telea = np.stack([telea_frame(masked[t], masks[t].astype(np.uint8), 3) for t in range(len(frames))])  # uint8 too
     err = lambda x: float(((x[masks].astype(float) - frames[masks]) ** 2).mean())  # noqa: E731
-    assert err(out) <= 1.05 * err(telea), (err(out), err(telea))
+    # Once README's known limitation (813 against Telea's 625 with propagate.layers=null): the disk's pixels at the
+    # hole's border are another layer, left out of the completed flow and never landed on (507 measured).
+    assert err(out) <= 0.9 * err(telea), (err(out), err(telea))
