@@ -47,7 +47,8 @@ def test_completion_with_layers_ignores_the_passer_and_recovers_the_zoom():
     masks = torch.from_numpy(np.stack([hole, hole]).astype(np.float32))[None, :, None]  # [1, 2, 1, H, W]
     completer = SmoothCompleter(dilation=0, iters=200)
     plain, _ = completer.complete_pair(f, f, masks)
-    layered, _ = completer.complete_pair(f, f, masks, ignore=pair_layers(f, f, masks, 0, 1.0))
+    ignore = tuple(torch.from_numpy(o)[None, None, None] for o in pair_layers(flow, flow, hole, hole, 1.0))
+    layered, _ = completer.complete_pair(f, f, masks, ignore=ignore)
     err = lambda x: np.abs(x[0, 0].numpy() - truth)[:, hole].max()  # noqa: E731
     assert err(plain) > 1.0  # the blend: the passer's motion leaks deep into the hole
     assert err(layered) < 0.05  # harmonic fill of the zoom's own border is the zoom
@@ -136,3 +137,75 @@ def test_a_landing_on_the_other_layer_is_occluded():
     records[1].other = np.zeros((h, w), bool)
     records[1].other[10, 18] = True  # a passer at the landing: occluded, the trajectory ends without a source
     assert trace(records, (h, w), 0, ys, xs, +1, 2, fb_check=False).frame[0] == -1
+
+
+def test_each_record_takes_the_occluders_of_both_its_flows(monkeypatch):
+    # Frame k's record is landed on from both sides: it holds the occluders found on its forward flow (pair k, k+1)
+    # and on its backward flow (pair k-1, k), in its own crop.
+    import fffvdi.propagate.video as video
+    from fffvdi.flow.trace import FrameRecord
+
+    found, records = [], []
+    real = video.occluders
+    monkeypatch.setattr(video, "occluders", lambda other, hole: found.append(real(other, hole)) or found[-1])
+    monkeypatch.setattr(video, "FrameRecord", lambda *a, **k: records.append(FrameRecord(*a, **k)) or records[-1])
+    frames, masks = _object_passing_a_fixed_hole()
+    propagate_inpaint(frames[:6], masks[:6])
+    assert len(found) == 10  # 5 pairs: (next of k, prev of k + 1) each
+    checked = 0
+    for k in range(1, 5):
+        rec, prev_side, next_side = records[k], found[2 * k - 1], found[2 * k]
+        crop = (slice(rec.top, rec.top + rec.shape[0]), slice(rec.left, rec.left + rec.shape[1]))
+        assert np.array_equal(rec.other, prev_side[crop] | next_side[crop])
+        checked += int((prev_side[crop] != next_side[crop]).any())
+    assert checked  # the two sides differ somewhere
+    ends = (records[0], found[0]), (records[5], found[9])  # the first frame has only a next pair, the last a previous
+    for rec, side in ends:
+        crop = (slice(rec.top, rec.top + rec.shape[0]), slice(rec.left, rec.left + rec.shape[1]))
+        assert side[crop].any() and np.array_equal(rec.other, side[crop])
+
+
+def test_pair_layers_judges_each_flow_against_the_other_frames_hole():
+    # A hole growing in from the image edge: frame t's hole is covered by frame t+1's (judged: the forward flow,
+    # on t's grid), but t+1's uncovers pixels in frame t (moving: the backward flow is left alone).
+    flow, _, passer = _zoom_with_a_passer()
+    hole_t = np.zeros(passer.shape, bool)
+    hole_t[24:44, 0:30] = True
+    hole_next = np.zeros_like(hole_t)
+    hole_next[24:44, 0:36] = True
+    passer = np.zeros_like(hole_t)
+    passer[14:24, 4:16] = True
+    flow = flow.copy()
+    flow[:, passer] = np.array([4.0, 0.0])[:, None]
+    other_fw, other_bw = pair_layers(flow, flow, hole_t, hole_next, 1.0)
+    assert other_fw[passer].any() and not other_bw.any()
+
+
+def test_propagate_hands_each_flow_its_own_frames_hole(monkeypatch):
+    import fffvdi.propagate.video as video
+    from fffvdi.propagate.holes import grow_hole
+
+    seen = []
+    monkeypatch.setattr(video, "pair_layers",
+                        lambda fw, bw, hf, hb, tol: seen.append((hf, hb)) or (np.zeros_like(hf), np.zeros_like(hb)))
+    frames, masks = _object_passing_a_fixed_hole()
+    masks = masks.copy()
+    masks[1, 42:70, 84:90] = True  # frame 1's hole is wider than frame 0's
+    propagate_inpaint(frames[:2], masks[:2])
+    hf, hb = seen[0]
+    assert np.array_equal(hf, grow_hole(masks[0], 8)) and np.array_equal(hb, grow_hole(masks[1], 8))
+
+
+def test_a_completer_that_ignores_the_border_gets_no_layers(monkeypatch):
+    # ProPainter completes from the whole sequence (from_border=False): no layers are judged, no landing rule.
+    import fffvdi.propagate.video as video
+
+    class WholeSequence(SmoothCompleter):
+        from_border = False
+
+    calls = []
+    monkeypatch.setattr(video, "pair_layers", lambda *a: calls.append(1))
+    frames, masks = _object_passing_a_fixed_hole()
+    out, _ = propagate_inpaint(frames[:4], masks[:4], completer=WholeSequence())
+    blend, _ = propagate_inpaint(frames[:4], masks[:4], options=PropagateOptions(layers=None))
+    assert not calls and np.array_equal(out, blend)

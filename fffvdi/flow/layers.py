@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import torch
-
-from fffvdi.flow.completion import flow_holes
 
 MOVED = 0.01  # a hole that uncovers more than this fraction of itself in the other frame is moving, not judged
 ROUNDS = 4  # refits of the affine motion on its inliers; it settles in 2-3 on real footage
@@ -82,22 +79,8 @@ def occluders(other: np.ndarray, flow_hole: np.ndarray) -> np.ndarray:
 
 
 def pair_layers(
-    flows_fw: torch.Tensor, flows_bw: torch.Tensor, masks: torch.Tensor, dilation: int, tol: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The other layer around the fixed holes of a pair's forward and backward flows `[B, F-1, 2, H, W]` (holes:
-    `masks [B, F, 1, H, W]` grown by the completer's `dilation`), bool like the holes: `complete_pair(ignore=...)`."""
-    hole_fw, hole_bw = flow_holes(masks, False, dilation), flow_holes(masks, True, dilation)
-    return other_layers(flows_fw, hole_fw, hole_bw, tol), other_layers(flows_bw, hole_bw, hole_fw, tol)
-
-
-def other_layers(
-    flows: torch.Tensor, holes: torch.Tensor, other_holes: torch.Tensor, tol: float, band: int = 16
-) -> torch.Tensor:
-    """`border_layers`' other layer over `flows [B, T, 2, H, W]`, `holes`, `other_holes [B, T, 1, H, W]` (bool, like holes)."""
-    f = flows.detach().float().cpu().numpy()
-    m, o = holes.cpu().numpy(), other_holes.cpu().numpy()
-    out = np.zeros(m.shape, bool)
-    for b in range(f.shape[0]):
-        for t in range(f.shape[1]):
-            out[b, t, 0] = border_layers(f[b, t], m[b, t, 0], o[b, t, 0], band, tol)[0]
-    return torch.from_numpy(out).to(holes.device)
+    flow_fw: np.ndarray, flow_bw: np.ndarray, hole_fw: np.ndarray, hole_bw: np.ndarray, tol: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The other layer around the fixed holes of a pair's forward and backward flows `[2, H, W]`, each judged against
+    the other frame's hole (`hole_fw`, `hole_bw [H, W]`: the completer's holes): `complete_pair(ignore=...)`."""
+    return border_layers(flow_fw, hole_fw, hole_bw, tol=tol)[0], border_layers(flow_bw, hole_bw, hole_fw, tol=tol)[0]

@@ -114,17 +114,19 @@ class _Pairs:
     def __init__(self, estimator: FlowEstimator, completer: FlowCompleter, layer_tol: Optional[float] = None) -> None:
         self.estimator, self.completer, self.layer_tol = estimator, completer, layer_tol
 
-    def __call__(self, prev: np.ndarray, cur: np.ndarray, holes: np.ndarray) -> tuple[np.ndarray, ...]:
-        """`prev, cur` float RGB [H, W, 3] in [0, 1], `holes [2, H, W]` -> completed (fw, bw), each [2, H, W], and the
-        other motion layer at the fixed holes' borders on each one's grid (`fffvdi.flow.layers`; None when off)."""
-        clip = torch.from_numpy(np.stack([prev, cur])).permute(0, 3, 1, 2)[None].float()  # [1, 2, 3, H, W]
-        fw, bw = self.estimator(clip)
-        masks = torch.from_numpy(holes.astype(np.float32))[None, :, None]  # [1, 2, 1, H, W]
-        others = None
-        if self.layer_tol is not None and self.completer.from_border:
-            others = pair_layers(fw, bw, masks, self.completer.dilation, self.layer_tol)
-        fw, bw = self.completer.complete_pair(fw, bw, masks, clip, others)  # pre-filled frames guide edge-aware ones
-        other_fw, other_bw = (None, None) if others is None else (o[0, 0, 0].cpu().numpy() for o in others)
+    def __call__(self, prev: dict, cur: dict) -> tuple[np.ndarray, ...]:
+        """Records-to-be of two frames (`prefilled` float RGB [H, W, 3] in [0, 1], `hole`, `flow_hole`) -> completed
+        (fw, bw), each [2, H, W], and the other motion layer at the fixed holes' borders on each one's grid
+        (`fffvdi.flow.layers`; None when off)."""
+        clip = torch.from_numpy(np.stack([prev["prefilled"], cur["prefilled"]])).permute(0, 3, 1, 2)[None].float()
+        fw, bw = self.estimator(clip)  # each [1, 1, 2, H, W]
+        masks = torch.from_numpy(np.stack([prev["hole"], cur["hole"]]).astype(np.float32))[None, :, None]
+        other_fw = other_bw = ignore = None
+        if self.layer_tol is not None and self.completer.from_border:  # flow_hole: the completer's hole, once
+            other_fw, other_bw = pair_layers(fw[0, 0].cpu().numpy(), bw[0, 0].cpu().numpy(), prev["flow_hole"],
+                                             cur["flow_hole"], self.layer_tol)
+            ignore = tuple(torch.from_numpy(o)[None, None, None] for o in (other_fw, other_bw))  # [1, 1, 1, H, W]
+        fw, bw = self.completer.complete_pair(fw, bw, masks, clip, ignore)  # pre-filled frames guide edge-aware ones
         return fw[0, 0].cpu().numpy(), bw[0, 0].cpu().numpy(), other_fw, other_bw
 
 
@@ -265,7 +267,7 @@ def propagate_video(
             if anchor is None:
                 lead = gap
             else:
-                fw, bw, other_fw, other_bw = pairs(anchor["prefilled"], cur["prefilled"], np.stack([anchor["hole"], hole]))
+                fw, bw, other_fw, other_bw = pairs(anchor, cur)
                 anchor["other_next"] = occluders(other_fw, anchor["flow_hole"])
                 cur["other_prev"] = occluders(other_bw, cur["flow_hole"])
                 if opts.trust is not None and not gap:  # across all-hole frames there is no border to judge by
