@@ -80,7 +80,8 @@ def test_propagate_beats_telea_by_6db_on_real_motion_like_scenes(scene):
 def test_propagate_streams_in_order_with_a_bounded_buffer():
     from fffvdi.flow.completion import build_flow_completer
     from fffvdi.flow.estimators import DISFlow
-    from fffvdi.propagate.video import PropagateOptions, propagate_video
+    from fffvdi.propagate.options import PropagateOptions
+    from fffvdi.propagate.video import propagate_video
 
     n = 40
     frames = translating_frames((4.3, 1.4), n_frames=n, size=(48, 64))
@@ -136,7 +137,8 @@ class _ExactShift:
 def test_poisson_blend_removes_an_illumination_seam():
     """Frames brighten by 4 levels per frame: copied pixels are off by a constant, which the membrane removes."""
     from fffvdi.flow.completion import build_flow_completer
-    from fffvdi.propagate.video import PropagateOptions, propagate_video
+    from fffvdi.propagate.options import PropagateOptions
+    from fffvdi.propagate.video import propagate_video
 
     n, shift = 16, (3.3, 1.2)
     frames = translating_frames(shift, n_frames=n, size=(48, 64)).astype(np.int32)

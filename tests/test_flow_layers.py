@@ -8,7 +8,7 @@ from fffvdi.flow.completion import SmoothCompleter
 from fffvdi.flow.layers import border_layers, occluders, pair_layers
 from fffvdi.propagate.clip import propagate_inpaint
 from fffvdi.propagate.telea import telea_inpaint
-from fffvdi.propagate.video import PropagateOptions
+from fffvdi.propagate.options import PropagateOptions
 
 
 def _zoom_with_a_passer(h: int = 64, w: int = 80) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

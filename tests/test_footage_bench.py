@@ -9,7 +9,7 @@ from fffvdi.bench import video as bench_video
 from fffvdi.bench.footage_score import SOURCE_ERODE, ceiling, hole_ewarp, score_case, true_flows
 from fffvdi.propagate.telea import telea_frame
 from fffvdi.errors import InputError
-from fffvdi.propagate.video import PropagateOptions
+from fffvdi.propagate.options import PropagateOptions
 from synthetic_video import translating_frames
 
 

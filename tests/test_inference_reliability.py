@@ -101,7 +101,7 @@ def test_config_choices_match_the_code_that_uses_them():
     from fffvdi.io.masks import MASK_MODES, RESIZE_MODES
     from fffvdi.models.propagation import PROPAGATION_MODULES
     from fffvdi.propagate.pixels import COMBINE
-    from fffvdi.propagate.video import BLEND
+    from fffvdi.propagate.options import BLEND
 
     assert CHOICES["sampling.clip_source"] == CLIP_SOURCES and CHOICES["method"] == ("auto", *METHODS)
     assert CHOICES["mask.resize"] == RESIZE_MODES and CHOICES["mask.mode"] == MASK_MODES

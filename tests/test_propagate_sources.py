@@ -11,7 +11,7 @@ from fffvdi.inpaint.methods import propagate_options
 from fffvdi.io.masks import dilate_mask
 from fffvdi.propagate.clip import propagate_inpaint
 from fffvdi.propagate.holes import source_hole
-from fffvdi.propagate.video import PropagateOptions
+from fffvdi.propagate.options import PropagateOptions
 
 HALO = np.array([255, 0, 255], np.uint8)  # an object's soft edge, just outside the user's mask
 

@@ -10,7 +10,7 @@ from fffvdi.propagate.carry import carry_unrevealed
 from fffvdi.propagate.clip import propagate_inpaint
 from fffvdi.propagate.telea import telea_frame, telea_inpaint
 from fffvdi.propagate.trust import border_spread, trusted
-from fffvdi.propagate.video import PropagateOptions
+from fffvdi.propagate.options import PropagateOptions
 from test_propagation import _object_over_fixed_hole
 
 
@@ -215,12 +215,12 @@ def test_propagate_config_section_is_the_options_with_the_same_defaults():
     options = asdict(PropagateOptions())
     assert options.pop("source_erode") == 0 and asdict(PropagateConfig()) == options
     cfg = load_config(InferenceConfig, None, ["propagate.unrevealed=carry", "propagate.spatial=ns", "propagate.trust=2",
-                                              "propagate.max_jump=1", "propagate.layers=0.5"])
+                                              "propagate.max_jump=1", "propagate.layers=0.5", "propagate.agree=20"])
     check_inference_config(cfg)
     assert PropagateOptions(**cfg.propagate) == PropagateOptions(unrevealed="carry", spatial="ns", trust=2.0, max_jump=1.0,
-                                                                  layers=0.5)
+                                                                  layers=0.5, agree=20.0)
     for bad, key in (("propagate.unrevealed=keep", "propagate.unrevealed"), ("propagate.spatial=fsr", "propagate.spatial"),
                      ("propagate.trust=-1", "propagate.trust"), ("propagate.max_jump=-1", "propagate.max_jump"),
-                     ("propagate.layers=-1", "propagate.layers")):
+                     ("propagate.layers=-1", "propagate.layers"), ("propagate.agree=-1", "propagate.agree")):
         with pytest.raises(ConfigError, match=key):
             check_inference_config(load_config(InferenceConfig, None, [bad]))

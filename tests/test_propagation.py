@@ -179,7 +179,8 @@ def test_fixed_hole_with_an_object_crossing_its_border_is_no_worse_than_telea():
     from fffvdi.propagate.telea import telea_frame
     from fffvdi.flow.completion import build_flow_completer
     from fffvdi.flow.estimators import build_flow_estimator
-    from fffvdi.propagate.video import PropagateOptions, propagate_video
+    from fffvdi.propagate.options import PropagateOptions
+    from fffvdi.propagate.video import propagate_video
 
     frames, masks = _object_over_fixed_hole()
     masked = frames * ~masks[..., None]

@@ -29,7 +29,7 @@ from fffvdi.propagate.clip import propagate_inpaint
 from fffvdi.propagate.pixels import propagate_clip
 from fffvdi.propagate.telea import telea_frame, telea_inpaint
 from fffvdi.propagate.holes import source_hole
-from fffvdi.propagate.video import PropagateOptions
+from fffvdi.propagate.options import PropagateOptions
 
 DILATE = 4  # configs/inference.yaml's mask.dilate
 SOURCE_ERODE = DILATE - MaskConfig().source_margin  # the ring the method reads, as inference sets it (methods.py)
@@ -51,7 +51,7 @@ def ceiling(case: FootageCase, masks: np.ndarray, flows: tuple[np.ndarray, np.nd
     sources = np.stack([source_hole(m, opts.source_erode) for m in masks])  # the method's landing rule
     filled, unfilled = propagate_clip(
         case.frames.astype(np.float32), masks, fw, bw, estimated=np.ones_like(masks), radius=opts.radius,
-        combine=opts.combine, fb_check=opts.fb_check, sources=sources,
+        combine=opts.combine, fb_check=opts.fb_check, sources=sources, agree=opts.agree,
     )
     out = np.clip(np.rint(filled), 0, 255).astype(np.uint8)
     return np.stack([telea_frame(o, u, opts.telea_radius, opts.spatial) for o, u in zip(out, unfilled)])

@@ -33,7 +33,8 @@ from fffvdi.inpaint.region import cropped
 from fffvdi.inpaint.windows import plan_windows, run_windows
 from fffvdi.propagate.clip import propagate_inpaint
 from fffvdi.propagate.telea import telea_inpaint
-from fffvdi.propagate.video import PropagateOptions, propagate_video
+from fffvdi.propagate.options import PropagateOptions
+from fffvdi.propagate.video import propagate_video
 
 CASE_TAG = "BENCH_CASE_RESULT "
 REPO = Path(__file__).resolve().parents[2]

@@ -22,7 +22,7 @@ from fffvdi.models.unet import COMPILE_TARGETS
 from fffvdi.propagate.carry import UNREVEALED
 from fffvdi.propagate.pixels import COMBINE
 from fffvdi.propagate.telea import SPATIAL
-from fffvdi.propagate.video import BLEND
+from fffvdi.propagate.options import BLEND
 
 # Config keys with a closed set of values, read from the registries and constants of their implementations.
 CHOICES = {
@@ -74,6 +74,7 @@ RANGES = (
     ("propagate.telea_radius", 1, False, "Telea radius in pixels"),
     ("propagate.trust", 0, False, "flow spread in pixels"),
     ("propagate.max_jump", 0, False, "flow change in pixels per frame"),
+    ("propagate.agree", 0, False, "colour difference in grey levels"),
     ("propagate.layers", 0, False, "flow difference in pixels per frame"),
 )
 

@@ -100,6 +100,8 @@ class PropagateConfig:
     #   by at most this many pixels (README: helps fixed holes beside fast foreground, costs moving holes); None: always
     layers: Optional[float] = 1.0  # a hole that stays put gets its flow from its border's dominant motion only:
     #   border pixels off that layer's affine motion by more than this many px are left out (README); None: all
+    agree: Optional[float] = 80.0  # a hole pixel whose past and future sources differ by more than this (mean |RGB
+    #   difference|, 0-255) is left to the spatial fill: one of them came along a wrong flow (README); None: off
     max_jump: Optional[float] = None  # end a trajectory where its flow changes by more than this + half its speed
     #   (px/frame) in one step: a resting hole point picked up by a passing object's flow (README); None: off
 

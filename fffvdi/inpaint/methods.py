@@ -27,7 +27,8 @@ from fffvdi.inpaint.windows import Checkpoint, Sink, WindowFn, WindowState, run_
 from fffvdi.models.loading import load_svd_components, resolve_device, resolve_dtype
 from fffvdi.models.tiny import is_tiny_model
 from fffvdi.propagate.telea import telea_frame, telea_inpaint
-from fffvdi.propagate.video import PropagateOptions, propagate_video
+from fffvdi.propagate.options import PropagateOptions
+from fffvdi.propagate.video import propagate_video
 
 logger = logging.getLogger(__name__)
 

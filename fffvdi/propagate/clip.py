@@ -9,7 +9,8 @@ from fffvdi.flow.completion import FlowCompleter, build_flow_completer
 from fffvdi.flow.estimators import FlowEstimator, build_flow_estimator
 from fffvdi.propagate.telea import ArrayLike, as_clip_arrays
 from fffvdi.propagate.holes import source_hole
-from fffvdi.propagate.video import PropagateOptions, propagate_video
+from fffvdi.propagate.options import PropagateOptions
+from fffvdi.propagate.video import propagate_video
 
 
 def propagate_inpaint(

@@ -3,7 +3,8 @@
 Every hole pixel of frame t is traced into the future and into the past (`trace`), the frame
 it lands in is read once (bilinear over visible pixels), and the two candidates are combined:
 `nearest` takes the one fewer frames away (their mean on a tie), `weighted` mixes both with
-weights 1/distance. `poisson_blend` optionally rebuilds the hole in the gradient domain (FGVC's
+weights 1/distance. Where both directions landed but read clearly different content (`agree`), at
+least one of them followed a wrong flow and nothing tells which: the pixel is left to the spatial fill. `poisson_blend` optionally rebuilds the hole in the gradient domain (FGVC's
 idea): each pixel's gradients are read in its own source frame, and the hole is solved to match
 them and the known border, so seams between sources and lighting offsets vanish.
 """
@@ -48,9 +49,11 @@ def fill_points(
     combine: str = "nearest",
     fb_check: bool = True,
     max_jump: Optional[float] = None,
+    agree: Optional[float] = None,
 ) -> tuple[np.ndarray, np.ndarray, Landing]:
     """Propagated values `[N, C]` at integer points `(ys, xs)` of frame `t`, `ok [N]` where any frame showed
-    them, and the landing each was read at in the nearest such frame (frame -1 where none); `max_jump`: `trace`."""
+    them, and the landing each was read at in the nearest such frame (frame -1 where none); `max_jump`: `trace`;
+    `agree`: a point whose two landings differ by more than this (mean over channels, the values' units) is not ok."""
     vals, oks, partial, dists, landings = [], [], [], [], []
     for step in (+1, -1):
         y0, x0 = ys.astype(np.float64), xs.astype(np.float64)
@@ -65,6 +68,9 @@ def fill_points(
     clean = [ok & ~p for ok, p in zip(oks, partial)]
     use_clean = np.logical_or.reduce(clean)
     oks = [np.where(use_clean, c, ok) for c, ok in zip(clean, oks)]
+    if agree is not None:
+        split = oks[0] & oks[1] & (np.abs(vals[0] - vals[1]).mean(-1) > agree)
+        oks = [ok & ~split for ok in oks]
     out, ok = combine_candidates(vals, oks, dists, combine)
     d = np.stack([np.where(o, dist, np.iinfo(np.int64).max) for o, dist in zip(oks, dists)])  # [2, N]
     pick, n = d.argmin(0), np.arange(len(ok))  # the nearer direction (the future on a tie)
@@ -118,12 +124,13 @@ def propagate_clip(
     fb_check: bool = True,
     targets: Optional[Sequence[int]] = None,
     sources: Optional[np.ndarray] = None,
+    agree: Optional[float] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fill `frames [F, H, W, C]` float inside `masks [F, H, W]` with given flows `[F-1, 2, H, W]` (in memory).
 
     Returns `(filled [F, H, W, C] float64, unfilled [F, H, W] bool)`; outside the masks the input is
     kept. `targets` limits the filling to those frames (default: all); `sources [F, H, W]` is where no frame may
-    be read (default: the masks; `PropagateOptions.source_erode`).
+    be read (default: the masks; `PropagateOptions.source_erode`); `agree`: `fill_points`.
     """
     f, h, w = masks.shape
     hole = masks > 0.5
@@ -136,7 +143,8 @@ def propagate_clip(
         ys, xs = np.nonzero(hole[t])
         if ys.size == 0:
             continue
-        v, ok, _ = fill_points(records, (h, w), t, ys, xs, f - 1 if radius is None else radius, combine, fb_check)
+        v, ok, _ = fill_points(records, (h, w), t, ys, xs, f - 1 if radius is None else radius, combine, fb_check,
+                                agree=agree)
         out[t, ys[ok], xs[ok]] = v[ok]
         unfilled[t, ys[ok], xs[ok]] = False
     return out, unfilled
