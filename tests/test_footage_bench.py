@@ -107,3 +107,16 @@ def test_columns_follow_the_landing_rule_of_inference():
     flows = true_flows(case.truth)
     near, far = (ceiling(case, dilated, flows, PropagateOptions(source_erode=k)) for k in (2, 0))
     assert row["ceiling"] == score(near) and score(near) > score(far)
+
+
+def test_ceiling_shares_the_methods_agree_rule(monkeypatch):
+    # the ceiling is the method's tracing with the true flow: the same rule for landings that disagree
+    import fffvdi.bench.footage_score as fs
+
+    case = _pan_case("fixed")
+    seen, real = [], fs.propagate_clip
+    monkeypatch.setattr(fs, "propagate_clip", lambda *a, **k: seen.append(k.get("agree")) or real(*a, **k))
+    flows = true_flows(case.truth)
+    for agree in (33.0, None):
+        ceiling(case, case.masks, flows, PropagateOptions(agree=agree))
+    assert seen == [33.0, None]
