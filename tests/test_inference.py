@@ -101,8 +101,8 @@ def test_existing_output_is_not_overwritten(tmp_path, capsys):
     first = _read_frames(result / "frames")
     assert CLI.main(args[:-1] + [str(result)]) == 2  # a complete result is kept ...
     assert "--overwrite" in capsys.readouterr().err
-    assert CLI.main(args[:-1] + [str(result), "--overwrite", "propagate.combine=weighted"]) == 0  # ... or replaced
-    assert "combine: weighted" in (result / "config.yaml").read_text() and len(_read_frames(result / "frames")) == 3
+    assert CLI.main(args[:-1] + [str(result), "--overwrite", "propagate.combine=nearest"]) == 0  # ... or replaced
+    assert "combine: nearest" in (result / "config.yaml").read_text() and len(_read_frames(result / "frames")) == 3
     assert sorted(first) == sorted(_read_frames(result / "frames"))
     assert not (tmp_path / "result.partial").exists() and not (tmp_path / "result.replaced").exists()
 

@@ -87,7 +87,8 @@ class PropagateConfig:
     """The weight-free `propagate` method (fffvdi.propagate.video): flow-traced pixels, a spatial fill for the rest."""
 
     radius: int = 150  # frames searched each way for pixels showing the hole's content (memory grows with it)
-    combine: str = "nearest"  # nearest (fewest frames away, mean on a tie) | weighted (1/distance mix of both ways)
+    combine: str = "weighted"  # weighted (1/distance mix of both ways; chosen on real footage, README) | nearest
+    #   (fewest frames away, mean on a tie)
     blend: str = "none"  # none | poisson (gradient-domain blend that hides seams at the hole border)
     fb_check: bool = True  # reject landings on content the estimated flow marks as occluded
     telea_radius: int = 3  # OpenCV Telea radius: frames pre-filled for flow, never-revealed pixels

@@ -17,7 +17,8 @@ class PropagateOptions:
     """Knobs of the propagate method (config section `propagate`)."""
 
     radius: int = 150  # frames searched each way for a pixel that shows the hole's content
-    combine: str = "nearest"  # nearest (fewest frames away; mean on a tie) | weighted (1/distance mix of both ways)
+    combine: str = "weighted"  # weighted (1/distance mix of both ways; chosen on real footage, README) | nearest
+    #   (fewest frames away; mean on a tie)
     blend: str = "none"  # none | poisson (gradient-domain blend: no seams at the hole border or between sources)
     fb_check: bool = True  # end a trajectory where it lands on content that the estimated flow says is occluded
     telea_radius: int = 3  # OpenCV Telea radius for pre-filling frames for flow and for never-revealed pixels
@@ -31,8 +32,9 @@ class PropagateOptions:
     #   pixels off that layer's affine motion by more than this many px are left out (fffvdi/flow/layers.py); None: all
     source_erode: int = 0  # holes given grown by mask.dilate: other frames are also read in their outer N px, where an
     #   object's soft edge has faded (`source_hole`); inference sets it from mask.source_margin (README, propagate)
-    agree: Optional[float] = 80.0  # a hole pixel whose past and future landings read colours more than this apart (mean
-    #   of |difference| over RGB, 0-255) followed a wrong flow one way or the other: the spatial fill takes it; None: off
+    agree: Optional[float] = 80.0  # a hole pixel whose past and future landings read colours more than this apart
+    #   (mean |difference| over RGB, 0-255) followed a wrong flow one way or the other: the spatial fill takes it;
+    #   None: off
     max_jump: Optional[float] = None  # end a trajectory where its flow changes by more than this + half its speed (px
     #   per frame) in one step: a resting point picked up by a passing object's flow (fffvdi/flow/trace.py); None: off
 

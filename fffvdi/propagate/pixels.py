@@ -4,9 +4,10 @@ Every hole pixel of frame t is traced into the future and into the past (`trace`
 it lands in is read once (bilinear over visible pixels), and the two candidates are combined:
 `nearest` takes the one fewer frames away (their mean on a tie), `weighted` mixes both with
 weights 1/distance. Where both directions landed but read clearly different content (`agree`), at
-least one of them followed a wrong flow and nothing tells which: the pixel is left to the spatial fill. `poisson_blend` optionally rebuilds the hole in the gradient domain (FGVC's
-idea): each pixel's gradients are read in its own source frame, and the hole is solved to match
-them and the known border, so seams between sources and lighting offsets vanish.
+least one of them followed a wrong flow and nothing tells which: the pixel is left to the spatial
+fill. `poisson_blend` optionally rebuilds the hole in the gradient domain (FGVC's idea): each
+pixel's gradients are read in its own source frame, and the hole is solved to match them and the
+known border, so seams between sources and lighting offsets vanish.
 """
 from __future__ import annotations
 
