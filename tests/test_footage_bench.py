@@ -120,3 +120,24 @@ def test_ceiling_shares_the_methods_agree_rule(monkeypatch):
     for agree in (33.0, None):
         ceiling(case, case.masks, flows, PropagateOptions(agree=agree))
     assert seen == [33.0, None]
+
+
+def test_fixed_boxes_report_the_flicker_of_never_revealed_pixels_apart():
+    from fffvdi.bench.footage_score import DILATE
+    from fffvdi.io.masks import dilate_mask
+    from fffvdi.propagate.clip import propagate_inpaint
+
+    truth = translating_frames((0, 0), 4, (48, 96))  # a still scene behind a fixed box: nothing is ever revealed
+    masks = box_masks("fixed", 4, (48, 96))
+    still = FootageCase("still-fixed-48x96", np.where(masks[..., None], 0, truth), truth, masks)
+    still = score_case(still, columns=("propagate",))
+    assert still["ewarp_unrevealed"] == still["ewarp_ratio"]
+    case = _pan_case("fixed")  # a pan reveals part of the box: those pixels are left out of the second ratio
+    row = score_case(case, columns=("propagate",))
+    dilated = np.stack([dilate_mask(m.astype(np.uint8), DILATE) for m in case.masks]) > 0
+    out, unfilled = propagate_inpaint(case.frames, dilated, options=PropagateOptions(source_erode=SOURCE_ERODE))
+    where = case.masks & unfilled
+    assert where.any() and not where[:-1].all()
+    flows = true_flows(case.truth)
+    assert row["ewarp_unrevealed"] == round(hole_ewarp(out, where, flows) / hole_ewarp(case.truth, where, flows), 2)
+    assert row["ewarp_unrevealed"] != row["ewarp_ratio"]

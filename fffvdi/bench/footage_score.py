@@ -8,7 +8,8 @@ is judged on the same pixels:
 - `ceiling`: the same tracing driven by flow estimated on the unmasked clip, never completed (flow inside the hole
   is what separates the method from it), the same spatial fill (`propagate.spatial`) for what no frame reveals.
 `ewarp_ratio`: E_warp inside the hole (flow of the unmasked clip) of the propagate result over the truth's, for the
-fixed box, where most of the hole is never revealed and a fill can flicker.
+fixed box, where most of the hole is never revealed and a fill can flicker; `ewarp_unrevealed`: the same on the
+pixels no frame revealed (filled spatially), the fill that issue #23's stability target is about.
 """
 from __future__ import annotations
 
@@ -78,11 +79,12 @@ def score_case(case: FootageCase, opts: Optional[PropagateOptions] = None, colum
     for col in columns:
         t0 = time.perf_counter()
         if col == "propagate":
-            out, _ = propagate_inpaint(case.frames, dilated, options=opts)
+            out, unfilled = propagate_inpaint(case.frames, dilated, options=opts)
             row["s_per_frame"] = round((time.perf_counter() - t0) / n, 3)
             if fixed:
-                truth = max(hole_ewarp(case.truth, case.masks, flows), 1e-12)
-                row["ewarp_ratio"] = round(hole_ewarp(out, case.masks, flows) / truth, 2)
+                for key, where in (("ewarp_ratio", case.masks), ("ewarp_unrevealed", case.masks & unfilled)):
+                    truth = max(hole_ewarp(case.truth, where, flows), 1e-12)
+                    row[key] = round(hole_ewarp(out, where, flows) / truth, 2)
         elif col == "dilate0":
             out, _ = propagate_inpaint(case.frames, case.masks, options=replace(opts, source_erode=0))
         elif col == "telea":
