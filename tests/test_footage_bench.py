@@ -109,17 +109,17 @@ def test_columns_follow_the_landing_rule_of_inference():
     assert row["ceiling"] == score(near) and score(near) > score(far)
 
 
-def test_ceiling_shares_the_methods_agree_rule(monkeypatch):
-    # the ceiling is the method's tracing with the true flow: the same rule for landings that disagree
+def test_ceiling_shares_the_methods_agree_and_combine_rules(monkeypatch):
+    # the ceiling is the method's tracing with the true flow: the same rules for the two directions' landings
     import fffvdi.bench.footage_score as fs
 
     case = _pan_case("fixed")
     seen, real = [], fs.propagate_clip
-    monkeypatch.setattr(fs, "propagate_clip", lambda *a, **k: seen.append(k.get("agree")) or real(*a, **k))
+    monkeypatch.setattr(fs, "propagate_clip", lambda *a, **k: seen.append((k["agree"], k["combine"])) or real(*a, **k))
     flows = true_flows(case.truth)
-    for agree in (33.0, None):
-        ceiling(case, case.masks, flows, PropagateOptions(agree=agree))
-    assert seen == [33.0, None]
+    for agree, combine in ((33.0, "nearest"), (None, "weighted")):
+        ceiling(case, case.masks, flows, PropagateOptions(agree=agree, combine=combine))
+    assert seen == [(33.0, "nearest"), (None, "weighted")]
 
 
 def test_fixed_boxes_report_the_flicker_of_never_revealed_pixels_apart():

@@ -1,5 +1,6 @@
-"""`propagate.agree`: a hole pixel whose past and future landings read clearly different colours is left to the
-spatial fill, since one of the two came along a wrong flow and nothing tells which."""
+"""How `propagate` combines a hole pixel's past and future landings: `propagate.combine` mixes them, and with
+`propagate.agree` a pixel whose two landings read clearly different colours is left to the spatial fill, since one of
+the two came along a wrong flow and nothing tells which."""
 import numpy as np
 import pytest
 
@@ -12,15 +13,16 @@ from fffvdi.flow.trace import records_from_clip
 GREY = 100.0
 
 
-def _switch(past: tuple, future: tuple, f: int = 3, size: int = 24):
+def _switch(past: tuple, future: tuple, f: int = 3, size: int = 24, hidden: tuple = ()):
     """A still grey scene whose patch [8:16, 8:16] shows `past` before frame f//2 and `future` after it, hidden in
-    frame f//2 only: (frames [F, H, W, 3] float, masks [F, H, W] bool, zero flows [F-1, 2, H, W])."""
+    frame f//2 and the frames `hidden`: (frames [F, H, W, 3] float, masks [F, H, W] bool, zero flows [F-1, 2, H, W])."""
     frames = np.full((f, size, size, 3), GREY)
-    for t in range(f):
-        if t != f // 2:
-            frames[t, 8:16, 8:16] = past if t < f // 2 else future
     masks = np.zeros((f, size, size), bool)
-    masks[f // 2, 6:18, 6:18] = True
+    for t in (f // 2, *hidden):
+        masks[t, 6:18, 6:18] = True
+    for t in range(f):
+        if not masks[t].any():
+            frames[t, 8:16, 8:16] = past if t < f // 2 else future
     zeros = np.zeros((f - 1, 2, size, size), np.float32)
     return frames, masks, zeros
 
@@ -56,17 +58,30 @@ def test_propagate_clip_passes_agree_and_leaves_the_pixels_unfilled():
     assert not unfilled[1].any() and np.allclose(out[1, 12, 12], (100, 0, 100))
 
 
+def _textured(frames: np.ndarray) -> np.ndarray:
+    """uint8 frames with fixed noise on the grey background, so that the estimated flow is the true (zero) one."""
+    noise = np.random.default_rng(0).integers(-20, 21, frames.shape[1:3])[None, :, :, None]
+    return np.clip(frames + np.where((frames == GREY).all(-1, keepdims=True), noise, 0), 0, 255).astype(np.uint8)
+
+
 def test_the_option_reaches_the_video_method():
     frames, masks, _ = _switch((200, 0, 0), (0, 0, 200), f=5)
-    rng = np.random.default_rng(0)  # texture around the patch so the estimated flow is the true (zero) one
-    noise = rng.integers(-20, 21, frames.shape[1:3])[None, :, :, None]
-    frames = np.clip(frames + np.where((frames == GREY).all(-1, keepdims=True), noise, 0), 0, 255).astype(np.uint8)
+    frames = _textured(frames)
     mixed, _ = propagate_inpaint(frames, masks, options=PropagateOptions(agree=None))
     judged, unfilled = propagate_inpaint(frames, masks, options=PropagateOptions(agree=50.0))
     assert unfilled[2, 8:16, 8:16].all()
     centre = (2, slice(10, 14), slice(10, 14))
     assert np.abs(mixed[centre].astype(float) - (100, 0, 100)).max() <= 2  # a purple mix nobody saw
     assert np.abs(judged[centre].astype(float) - GREY).max() < 20  # the grey surroundings, filled spatially
+
+
+@pytest.mark.parametrize("combine,expected", [("weighted", (100, 100, 100)), ("nearest", (130, 100, 100))])
+def test_combine_reaches_the_video_method(combine, expected):
+    # frame 2 is hidden in frames 2 and 3: the past shows it 1 frame away, the future 2 frames away (in agreement)
+    frames, masks, _ = _switch((130, 100, 100), (40, 100, 100), f=5, hidden=(3,))
+    out, unfilled = propagate_inpaint(_textured(frames), masks, options=PropagateOptions(combine=combine))
+    assert not unfilled[2, 8:16, 8:16].any()
+    assert np.abs(out[2, 10:14, 10:14].astype(float) - expected).max() <= 2  # weighted: (130 / 1 + 40 / 2) / 1.5
 
 
 def test_agree_must_be_non_negative():
