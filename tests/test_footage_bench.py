@@ -141,3 +141,19 @@ def test_fixed_boxes_report_the_flicker_of_never_revealed_pixels_apart():
     flows = true_flows(case.truth)
     assert row["ewarp_unrevealed"] == round(hole_ewarp(out, where, flows) / hole_ewarp(case.truth, where, flows), 2)
     assert row["ewarp_unrevealed"] != row["ewarp_ratio"]
+
+
+def test_ceiling_fills_against_each_frames_own_ring_as_the_method_does():
+    # a still ramp whose exposure alternates by 30 levels behind a fixed hole grown by 4 (outer 2 px readable)
+    from fffvdi.propagate.holes import source_hole
+
+    yy, xx = np.mgrid[:32, :32]
+    ramp = np.repeat((40 + 3 * xx + 2 * yy)[..., None], 3, -1)
+    truth = np.stack([ramp + 30 * (t % 2) for t in range(4)]).astype(np.uint8)
+    masks = np.zeros((4, 32, 32), bool)
+    masks[:, 8:24, 10:22] = True
+    inner = source_hole(masks[0], 2)
+    case = FootageCase("ramp-fixed-32x32", np.where(inner[None, ..., None], 0, truth), truth, masks)
+    zeros = np.zeros((3, 2, 32, 32), np.float32)
+    out = ceiling(case, masks, (zeros, zeros), PropagateOptions(source_erode=2))
+    assert np.abs(out[:, inner].astype(int) - truth[:, inner]).max() <= 1  # the ring propagated is 30 levels off

@@ -28,7 +28,7 @@ from fffvdi.flow.warp import fb_consistency, flow_warp
 from fffvdi.io.masks import dilate_mask
 from fffvdi.propagate.clip import propagate_inpaint
 from fffvdi.propagate.pixels import propagate_clip
-from fffvdi.propagate.telea import telea_frame, telea_inpaint
+from fffvdi.propagate.telea import fill_unrevealed, telea_inpaint
 from fffvdi.propagate.holes import source_hole
 from fffvdi.propagate.options import PropagateOptions
 
@@ -55,7 +55,8 @@ def ceiling(case: FootageCase, masks: np.ndarray, flows: tuple[np.ndarray, np.nd
         combine=opts.combine, fb_check=opts.fb_check, sources=sources, agree=opts.agree,
     )
     out = np.clip(np.rint(filled), 0, 255).astype(np.uint8)
-    return np.stack([telea_frame(o, u, opts.telea_radius, opts.spatial) for o, u in zip(out, unfilled)])
+    return np.stack([fill_unrevealed(o, f, m, u, opts.source_erode, opts.telea_radius, opts.spatial)
+                     for o, f, m, u in zip(out, case.frames, masks, unfilled)])
 
 
 def hole_ewarp(frames: np.ndarray, masks: np.ndarray, flows: tuple[np.ndarray, np.ndarray]) -> float:

@@ -30,7 +30,7 @@ from fffvdi.propagate.options import PropagateOptions
 from fffvdi.propagate.pixels import STEPS, fill_points, poisson_blend, source_gradients
 from fffvdi.propagate.carry import carry_unrevealed
 from fffvdi.propagate.holes import grow_hole, source_hole
-from fffvdi.propagate.telea import hole_box, telea_frame
+from fffvdi.propagate.telea import fill_unrevealed, hole_box, telea_frame
 from fffvdi.propagate.trust import trusted
 
 @dataclass
@@ -126,7 +126,7 @@ def _finish(
     elif left.any():  # never revealed within the radius: carried from the last frame, else a spatial fill
         rest = carry_unrevealed(result, left, previous, rec) if opts.unrevealed == "carry" else left
         if rest.any():
-            result = telea_frame(result, rest, opts.telea_radius, opts.spatial)
+            result = fill_unrevealed(result, frame, hole, rest, opts.source_erode, opts.telea_radius, opts.spatial)
     return result, left
 
 
