@@ -32,7 +32,7 @@ def test_the_inner_fill_meets_the_frames_own_ring():
     result = frame.copy()
     result[hole & ~inner] = _ramp(30)[hole & ~inner]  # the ring as propagated from brighter frames
     result[inner] = 0
-    own = fill_unrevealed(result, frame, hole, inner, source_erode=2)
+    own = fill_unrevealed(result, frame, hole, inner, inner)
     assert np.abs(own[inner].astype(int) - frame[inner]).max() <= 1  # the ramp, rebuilt from the frame's own ring
     bordered_by_propagated = telea_frame(result, inner, method="membrane")
     assert np.abs(bordered_by_propagated[inner].astype(int) - frame[inner]).mean() > 15  # the test can fail
@@ -45,7 +45,7 @@ def test_ring_pixels_left_are_filled_not_copied_from_the_frame():
     frame[12, 10] = 255  # a halo pixel on the ring that no frame replaced
     rest = inner.copy()
     rest[12, 10] = True
-    out = fill_unrevealed(frame.copy(), frame, hole, rest, source_erode=2)
+    out = fill_unrevealed(frame.copy(), frame, hole, rest, inner)
     assert abs(int(out[12, 10, 0]) - int(_ramp()[12, 10, 0])) <= 12  # filled from its neighbours, not the 255
     assert np.abs(out[inner].astype(int) - _ramp()[inner]).max() <= 8  # the halo only borders the inner fill
 
@@ -55,7 +55,7 @@ def test_without_a_readable_ring_it_is_one_spatial_fill():
     frame[hole] = 0
     for method in ("membrane", "telea"):
         expected = telea_frame(frame, hole, 3, method)
-        assert (fill_unrevealed(frame, frame, hole, hole, 0, 3, method) == expected).all()
+        assert (fill_unrevealed(frame, frame, hole, hole, None, 3, method) == expected).all()
 
 
 class _Still(FlowEstimator):

@@ -55,8 +55,8 @@ def ceiling(case: FootageCase, masks: np.ndarray, flows: tuple[np.ndarray, np.nd
         combine=opts.combine, fb_check=opts.fb_check, sources=sources, agree=opts.agree,
     )
     out = np.clip(np.rint(filled), 0, 255).astype(np.uint8)
-    return np.stack([fill_unrevealed(o, f, m, u, opts.source_erode, opts.telea_radius, opts.spatial)
-                     for o, f, m, u in zip(out, case.frames, masks, unfilled)])
+    return np.stack([fill_unrevealed(o, f, m, u, s, opts.telea_radius, opts.spatial)
+                     for o, f, m, u, s in zip(out, case.frames, masks, unfilled, sources)])
 
 
 def hole_ewarp(frames: np.ndarray, masks: np.ndarray, flows: tuple[np.ndarray, np.ndarray]) -> float:

@@ -10,7 +10,6 @@ import torch
 
 from fffvdi.errors import InputError
 from fffvdi.flow.membrane import solve_in_hole
-from fffvdi.propagate.holes import source_hole
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -59,23 +58,22 @@ def telea_frame(frame: np.ndarray, hole: np.ndarray, radius: int = 3, method: st
 
 
 def fill_unrevealed(
-    result: np.ndarray, frame: np.ndarray, hole: np.ndarray, rest: np.ndarray, source_erode: int = 0, radius: int = 3,
-    method: str = "membrane",
+    result: np.ndarray, frame: np.ndarray, hole: np.ndarray, rest: np.ndarray, sources: Optional[np.ndarray] = None,
+    radius: int = 3, method: str = "membrane",
 ) -> np.ndarray:
     """Spatial fill of `rest [H, W]`, the pixels of `hole` that no frame showed, in `result` uint8 `[H, W, 3]`.
 
-    With holes grown by mask.dilate whose outer `source_erode` px other frames may be read in (`source_hole`), the
-    part of `rest` inside the source hole is filled first, bordered by `frame`'s own ring there: the pixels that are
-    read in every other frame, nearer the truth than what was propagated onto the ring. The ring pixels left are
-    filled last, bordered by that fill; with no readable ring this is one fill of `rest`.
+    `sources [H, W]` (default: `hole`) is where no frame may be read: with holes grown by mask.dilate, `hole` minus
+    its outer ring (`source_hole`). The part of `rest` inside it is filled first, bordered by `frame`'s own ring: the
+    pixels that are read in every other frame, nearer the truth than what was propagated onto the ring. The ring
+    pixels left are filled last, bordered by that fill; with no readable ring this is one fill of `rest`.
     """
-    inner = source_hole(hole, source_erode)
+    inner = hole if sources is None else sources
     ring, first = hole & ~inner, rest & inner
     if ring.any() and first.any():
         shown = result.copy()
         shown[ring] = frame[ring]
-        result = result.copy()
-        result[first] = telea_frame(shown, first, radius, method)[first]
+        result = np.where(first[..., None], telea_frame(shown, first, radius, method), result)
         rest = rest & ~first
     return telea_frame(result, rest, radius, method)
 

@@ -126,7 +126,8 @@ def _finish(
     elif left.any():  # never revealed within the radius: carried from the last frame, else a spatial fill
         rest = carry_unrevealed(result, left, previous, rec) if opts.unrevealed == "carry" else left
         if rest.any():
-            result = fill_unrevealed(result, frame, hole, rest, opts.source_erode, opts.telea_radius, opts.spatial)
+            sources = source_hole(hole, opts.source_erode)  # made again here, not held: a full frame per pending frame
+            result = fill_unrevealed(result, frame, hole, rest, sources, opts.telea_radius, opts.spatial)
     return result, left
 
 
